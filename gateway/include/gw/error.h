@@ -47,10 +47,12 @@
     X(GW_ECONFIG, -1100, "invalid configuration")                                               \
     X(GW_ESCHEMA, -1101, "invalid JSON Schema")                                                 \
     X(GW_EJSON, -1102, "invalid JSON")                                                          \
+    X(GW_ECONFIG_READ, -1103, "configuration file unreadable")                                  \
     /* store: -1200 ... -1299 */                                                                \
     X(GW_ESTORE, -1200, "store error")                                                          \
     X(GW_ESTORE_FULL, -1201, "store full")                                                      \
     X(GW_ESTORE_CORRUPT, -1202, "store file corrupt")                                           \
+    X(GW_ESTORE_SCHEMA, -1203, "store file has an unknown schema")                              \
     /* session and transports: -1300 ... -1399 */                                              \
     X(GW_EAUTH, -1300, "authentication refused")                                                \
     X(GW_EREDIRECT, -1301, "broker redirected the session")                                     \
