@@ -445,15 +445,3 @@ int gw_pson_item_to_uint64(const struct gw_pson_item *it, uint64_t *u)
         return GW_EPSON_TYPE;
     }
 }
-
-bool gw_pson_item_is_str(const struct gw_pson_item *it, const char *s)
-{
-    size_t n = strlen(s);
-    return it->kind == GW_PSON_STRING && it->len == n && memcmp(it->s, s, n) == 0;
-}
-
-bool gw_pson_item_key_is(const struct gw_pson_item *it, const char *key)
-{
-    size_t n = strlen(key);
-    return it->key && it->key_len == n && memcmp(it->key, key, n) == 0;
-}

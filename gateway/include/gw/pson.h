@@ -149,9 +149,19 @@ int gw_pson_item_to_double(const struct gw_pson_item *it, double *d);
 int gw_pson_item_to_int64(const struct gw_pson_item *it, int64_t *i);
 int gw_pson_item_to_uint64(const struct gw_pson_item *it, uint64_t *u);
 
-/* True when the item is a STRING equal to the NUL-terminated s. */
-bool gw_pson_item_is_str(const struct gw_pson_item *it, const char *s);
+/* True when the item is a STRING equal to the NUL-terminated s. (Inline: with a constant s the
+ * length folds away, which matters on the decode hot path.) */
+static inline bool gw_pson_item_is_str(const struct gw_pson_item *it, const char *s)
+{
+    size_t n = __builtin_strlen(s);
+    return it->kind == GW_PSON_STRING && it->len == n && __builtin_memcmp(it->s, s, n) == 0;
+}
+
 /* True when the item's key equals the NUL-terminated key. */
-bool gw_pson_item_key_is(const struct gw_pson_item *it, const char *key);
+static inline bool gw_pson_item_key_is(const struct gw_pson_item *it, const char *key)
+{
+    size_t n = __builtin_strlen(key);
+    return it->key && it->key_len == n && __builtin_memcmp(it->key, key, n) == 0;
+}
 
 #endif
