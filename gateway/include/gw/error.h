@@ -59,6 +59,9 @@
     X(GW_EPEER, -1302, "peer answered ERROR")                                                   \
     X(GW_ETLS, -1303, "TLS failure")                                                            \
     X(GW_ELINK, -1304, "link lost")                                                             \
+    X(GW_ETLS_VERIFY, -1305, "TLS peer certificate or host name not verified")                  \
+    X(GW_EDEADLINK, -1306, "link silent for twice the keep-alive interval")                     \
+    X(GW_EPROTO, -1307, "protocol violation by the peer")                                       \
     /* registry and adapters: -1400 ... -1499 */                                                \
     X(GW_ERESOURCE, -1400, "unknown resource")                                                  \
     X(GW_EDEVICE, -1401, "device error")                                                        \

@@ -82,4 +82,11 @@ enum gw_schema_dialect gw_schema_dialect_get(const struct gw_schema *schema);
  */
 int gw_schema_validate(const struct gw_schema *schema, json_t *instance, struct gw_diag_list *out);
 
+/*
+ * gw_schema_validate() on the root of doc (borrowed), then gw_config_locate() on the new diags
+ * (file:line:col from doc) and gw_diag_list_sort() on the whole list. Returns 0 or GW_ECONFIG.
+ */
+int gw_schema_validate_doc(const struct gw_schema *schema, const struct gw_config_doc *doc,
+                           struct gw_diag_list *out);
+
 #endif

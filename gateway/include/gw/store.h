@@ -14,15 +14,17 @@
  * hands back a ticket (the row id, a 63-bit number that grows with every put and is never reused
  * in a store file). At that point the row is TAKEN, not accepted: a crash loses it. The row is
  * ACCEPTED when the transaction that holds it has committed (group commit: after commit_ms or
- * commit_rows rows, whichever comes first, or on gw_store_flush()/gw_store_close()). The store
- * tells the producer in exactly one way: the durable id (returned by gw_store_flush() and
- * gw_store_poll(), also passed to the on_durable callback) is the highest ticket that is on disk,
- * and every ticket up to it that was not refused is on disk. A producer that must confirm to its
- * own source (an MQTT PUBACK, a Modbus write) keeps the ticket and confirms only once
- * ticket <= durable id. If a commit fails, on_durable is called with a negative status for the
- * tickets of that transaction: they were never accepted and the durable id does not move past them.
- * The drain side only ever sees accepted rows (id <= durable id), so nothing reaches the broker
- * that a crash could take back.
+ * commit_rows rows, whichever comes first, or on gw_store_flush()/gw_store_close()). The one
+ * place that says so is the on_durable callback: it is called after every commit attempt with the
+ * range of tickets of that transaction and status 0 (accepted: on disk) or a negative code (lost:
+ * the commit failed, those rows never existed). A producer that must confirm to its own source
+ * (an MQTT PUBACK, a Modbus write) keeps the ticket and confirms it only from on_durable with
+ * status 0; there is no other way to learn of acceptance, so it cannot confirm too early.
+ * The durable id (gw_store_flush(), gw_store_poll(), stats) is the highest accepted ticket; after
+ * a failed commit it stays below the lost range, but later commits pass it (ids are never reused),
+ * so "ticket <= durable id" alone is only a safe test for producers that also honour the lost
+ * ranges. The drain side only ever sees committed rows, so nothing reaches the broker that a
+ * crash could take back.
  *
  * Durability levels (config.sync). In WAL mode:
  *   GW_STORE_SYNC_FULL   (default) the WAL is fsync'ed at every commit: an accepted row survives
@@ -124,7 +126,7 @@ struct gw_store_msg {
 
 /* What gw_store_put() hands back. */
 struct gw_store_ticket {
-    uint64_t id;  /* row id: global acceptance order; accepted once id <= durable id */
+    uint64_t id;  /* row id: global acceptance order; accepted when on_durable says so */
     uint64_t seq; /* sequence number within the stream, 1, 2, 3 ... never reused in a file */
 };
 
@@ -136,7 +138,7 @@ struct gw_store_row {
     uint64_t seq;
     enum gw_store_action action;
     const char *target;
-    const uint8_t *payload;
+    const uint8_t *payload;      /* never NULL, even when payload_len is 0 */
     size_t payload_len;
     int64_t accepted_ms;         /* clock time of gw_store_put() */
     int replay;                  /* 1 when this process handed this row out before (after a nack
@@ -183,7 +185,8 @@ int gw_store_open(const struct gw_store_config *cfg, struct gw_store **out);
 void gw_store_close(struct gw_store *store);
 
 /* Takes one row (msg borrowed; everything copied). On success fills *ticket (may be NULL) and
- * returns 0; the row is accepted only once its ticket <= durable id (see the top of this file).
+ * returns 0; the row is accepted only once on_durable reports its ticket with status 0 (see the
+ * top of this file).
  * May commit (commit_rows reached or the window has elapsed) and so call on_durable. Returns
  * GW_EINVAL (bad stream, target, action, or payload above max_row), GW_ESTORE_FULL (budget
  * reached with GW_STORE_REFUSE_NEW, or the row alone is larger than the budget), GW_ENOSPC (disk
@@ -191,15 +194,20 @@ void gw_store_close(struct gw_store *store);
 int gw_store_put(struct gw_store *store, const struct gw_store_msg *msg,
                  struct gw_store_ticket *ticket);
 
-/* Commits now. *durable_id (may be NULL) gets the highest accepted ticket. Returns 0, GW_ENOSPC
- * or GW_ESTORE (then on_durable has been told which tickets were lost). */
+/* Commits now (calling on_durable). *durable_id (may be NULL) gets the highest accepted ticket.
+ * Returns 0, GW_ENOSPC, GW_EIO or GW_ESTORE (then on_durable has been told which tickets were
+ * lost, the in-memory state has been reloaded from the file, and rows acked since the last
+ * commit will be handed out again). */
 int gw_store_flush(struct gw_store *store, uint64_t *durable_id);
 
 /* The loop's timer: commits when the oldest pending change is commit_ms old, expires rows older
- * than max_age_ms (at most once a second) and logs state changes. *durable_id as for flush. */
+ * than max_age_ms (at most once a second), logs state changes, and when the queue is empty
+ * returns the free pages of a drained backlog to the file system. *durable_id as for flush.
+ * Returns 0 or the codes of gw_store_flush(). */
 int gw_store_poll(struct gw_store *store, uint64_t *durable_id);
 
-/* Milliseconds until gw_store_poll() has a commit to do: -1 when nothing is pending. */
+/* Milliseconds until gw_store_poll() has work: a group commit that falls due, or (while rows
+ * wait and max_age_ms is set) the once-a-second expiry. -1 when there is neither. */
 int gw_store_poll_due_ms(struct gw_store *store);
 
 /* Hands out up to max accepted rows that are not in flight, the oldest first within each stream,

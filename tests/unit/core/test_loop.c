@@ -163,6 +163,7 @@ END_TEST
 /* --- fd watches --- */
 
 static struct gw_watch *wr, *ww;
+static struct gw_timer *stopper;
 static int reads, writes;
 
 static void on_readable(void *arg, int fd, unsigned ev)
@@ -197,8 +198,8 @@ static void on_writable(void *arg, int fd, unsigned ev)
     ck_assert(ev & GW_LOOP_OUT);
     if (++writes == 3) { /* level-triggered: keeps coming while requested */
         gw_loop_watch_set(ww, GW_LOOP_IN);
-        struct gw_timer *s = gw_timer_new(loop, (gw_timer_fn)gw_loop_stop, loop);
-        gw_timer_start(s, 50);
+        stopper = gw_timer_new(loop, (gw_timer_fn)gw_loop_stop, loop);
+        gw_timer_start(stopper, 50);
     }
 }
 
@@ -209,6 +210,7 @@ START_TEST(test_loop_watch_writable_is_level_triggered_until_cleared)
     ww = gw_loop_watch(loop, sv[0], GW_LOOP_OUT, on_writable, NULL);
     gw_loop_run(loop);
     ck_assert_int_eq(writes, 3); /* no more after clearing OUT */
+    gw_timer_free(stopper);
     gw_loop_unwatch(ww);
     close(sv[0]);
     close(sv[1]);
