@@ -58,7 +58,8 @@ void gw_diag_list_sort(struct gw_diag_list *l);
 /*
  * Formats every entry, one per line ("file:line:col: /pointer: message\n"), in the list's current
  * order; the root pointer prints as "(root)", missing parts are left out. Returns a string the
- * caller frees with free(); "" for an empty list. Call gw_diag_list_sort() first for position order.
+ * caller frees with free(); "" for an empty list. Call gw_diag_list_sort() first for position
+ * order.
  */
 char *gw_diag_format(const struct gw_diag_list *l);
 

@@ -7,7 +7,9 @@
  *   UINT above INT64_MAX           ↔ {"$int": "18446744073709551615"}
  *   non-finite double              ↔ {"$double": "inf" | "-inf" | "nan"}  (also "-0.0" on input)
  * An object with exactly one member named "$bytes", "$int" or "$double" whose value is a string
- * is always read as that tagged form; a malformed one is an error, never a plain map.
+ * is always read as that tagged form; a malformed one is an error, never a plain map. So a MAP
+ * value whose only key is one of those names, with a string value, does not survive a round trip
+ * (it comes back as the tagged type); no other value changes in a round trip.
  *
  * Numbers: a JSON integer becomes GW_VALUE_INT (jansson integers are int64); a JSON real becomes
  * GW_VALUE_DOUBLE. On output INT and UINT become JSON integers, DOUBLE a JSON real: jansson
