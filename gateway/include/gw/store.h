@@ -28,8 +28,8 @@
  *
  * Durability levels (config.sync). In WAL mode:
  *   GW_STORE_SYNC_FULL   (default) the WAL is fsync'ed at every commit: an accepted row survives
- *                        a process crash AND a power loss or kernel panic. Costs one fsync per group
- *                        commit (a few ms on an SD card), which group commit amortises.
+ *                        a process crash AND a power loss or kernel panic. Costs one fsync per
+ *                        group commit (a few ms on an SD card), which group commit amortises.
  *   GW_STORE_SYNC_NORMAL no fsync at commit, only at checkpoints: an accepted row survives a crash
  *                        of the process (SIGKILL, abort) because it is in the kernel's page cache,
  *                        but the last commits before a power loss may be lost (the file stays
@@ -49,6 +49,8 @@
  * GW_EBUSY), checked with PRAGMA integrity_check (or quick_check), and migrated to the current
  * schema version. A corrupt file is never deleted: it is renamed to "<path>.corrupt-<UTC time>"
  * (its -wal file likewise), the event is logged with the new name, and a fresh store is created.
+ * Corruption met while running is returned as GW_ESTORE_CORRUPT; close and reopen the store to
+ * move the file aside the same way.
  */
 #ifndef GW_STORE_H
 #define GW_STORE_H
@@ -108,7 +110,7 @@ struct gw_store_config {
     enum gw_store_check check;     /* start-up check; default GW_STORE_CHECK_FULL */
     size_t max_row;                /* largest payload accepted, bytes; default 256 KiB */
     unsigned cache_kib;            /* SQLite page cache, KiB; default 2048 */
-    unsigned backlog_ms;           /* oldest row older than this = "backlog" (logged); default 5000 */
+    unsigned backlog_ms;           /* oldest row older = "backlog" (logged); default 5000 */
     gw_store_durable_fn on_durable; /* optional */
     void *durable_arg;
     gw_store_clock_fn clock;       /* optional; default CLOCK_REALTIME */
@@ -213,8 +215,9 @@ int gw_store_poll_due_ms(struct gw_store *store);
 /* Hands out up to max accepted rows that are not in flight, the oldest first within each stream,
  * round-robin across streams (each stream gets an equal share of max, and the stream that starts
  * the round rotates from call to call), calling cb (on this thread, before returning) for each.
- * Rows cb takes are in flight until acked or nacked. Returns the number taken (0 when nothing is
- * ready) or GW_ESTORE. */
+ * Rows cb takes are in flight until acked or nacked. Only accepted (committed) rows are handed
+ * out: a session that wants live rows sooner than the commit window calls gw_store_flush() first.
+ * Returns the number taken (0 when nothing is ready) or GW_ESTORE. */
 int gw_store_next(struct gw_store *store, unsigned max, gw_store_row_fn cb, void *arg);
 
 /* The broker answered OK for row id: it is deleted (durably at the next commit). Returns 0, or
