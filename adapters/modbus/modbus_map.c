@@ -814,7 +814,7 @@ int gw_modbus_encode(const struct gw_modbus_point *p, const struct gw_value *v, 
     if (rc < 0)
         return rc;
 
-    uint64_t raw;
+    uint64_t raw = 0; /* set on every path below; GCC cannot see it through the calls */
     if (p->type == GW_MODBUS_TYPE_FLOAT32 || p->type == GW_MODBUS_TYPE_FLOAT64) {
         double r = identity(p) ? d : (d - p->offset) / p->scale;
         if (p->type == GW_MODBUS_TYPE_FLOAT64) {

@@ -134,7 +134,9 @@ int gw_settings_load_adapter(const char *file, const char *schema_dir,
         gw_config_free(doc);
         return GW_ECONFIG;
     }
-    const char *t = json_string_value(type);
+    /* A copy: the document is freed and loaded again with its schema below. */
+    char t[128];
+    snprintf(t, sizeof t, "%s", json_string_value(type));
     bool plain = t[0] && strspn(t, "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(t);
     char *schema_file = NULL;
     if (plain) {
