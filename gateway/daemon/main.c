@@ -76,64 +76,6 @@ static void log_diags(struct gw_diag_list *diags)
     free(text);
 }
 
-/* --- validate --- */
-
-static bool looks_like_adapter(const char *file)
-{
-    struct gw_config_doc *doc = NULL;
-    if (gw_config_load(file, &doc, NULL) < 0)
-        return false;
-    json_t *root = gw_config_root(doc);
-    bool adapter = json_is_object(root) && json_object_get(root, "type") &&
-                   !json_object_get(root, "uplink");
-    gw_config_free(doc);
-    return adapter;
-}
-
-static int cmd_validate(const struct options *o, int nfiles, char **files)
-{
-    struct gw_diag_list diags;
-    gw_diag_list_init(&diags);
-    int worst = 0, checked = 0;
-    if (nfiles == 0) {
-        struct gw_settings *s = NULL;
-        const char *cfg = o->config ? o->config : GW_SETTINGS_DEFAULT_FILE;
-        worst = gw_settings_load(cfg, o->adapters_dir, o->schema_dir, &s, &diags);
-        if (s) {
-            checked = 1 + (int)s->n_adapters;
-            /* Adapters must also exist in this build. */
-            for (size_t i = 0; i < s->n_adapters; i++)
-                if (!gw_adapter_find(s->adapters[i].type)) {
-                    struct gw_diag *d = gw_diag_add(&diags, "/type", "",
-                                                    "adapter kind \"%s\" is not compiled into "
-                                                    "this build", s->adapters[i].type);
-                    (void)d;
-                    gw_config_locate(s->adapters[i].doc, &diags, diags.n - 1);
-                    worst = GW_ECONFIG;
-                }
-        }
-        gw_settings_free(s);
-    } else {
-        for (int i = 0; i < nfiles; i++) {
-            int rc = looks_like_adapter(files[i])
-                         ? gw_settings_load_adapter(files[i], o->schema_dir, NULL, &diags)
-                         : gw_settings_check_gateway(files[i], o->schema_dir, &diags);
-            if (rc == GW_ECONFIG_READ || (rc < 0 && worst == 0))
-                worst = rc;
-            checked++;
-        }
-    }
-    print_diags(stdout, &diags);
-    size_t problems = diags.n;
-    gw_diag_list_fini(&diags);
-    if (worst == 0) {
-        printf("valid: %d file(s) checked\n", checked);
-        return 0;
-    }
-    printf("invalid: %zu problem(s)\n", problems);
-    return worst == GW_ECONFIG_READ ? EXIT_UNREADABLE : EXIT_INVALID;
-}
-
 /* --- Adapter instances --- */
 
 struct instance {
@@ -266,6 +208,69 @@ static int start_instances(struct instance *in, size_t n)
     return 0;
 }
 
+/* --- validate --- */
+
+static bool looks_like_adapter(const char *file)
+{
+    struct gw_config_doc *doc = NULL;
+    if (gw_config_load(file, &doc, NULL) < 0)
+        return false;
+    json_t *root = gw_config_root(doc);
+    bool adapter = json_is_object(root) && json_object_get(root, "type") &&
+                   !json_object_get(root, "uplink");
+    gw_config_free(doc);
+    return adapter;
+}
+
+static int cmd_validate(const struct options *o, int nfiles, char **files)
+{
+    struct gw_diag_list diags;
+    gw_diag_list_init(&diags);
+    int worst = 0, checked = 0;
+    if (nfiles == 0) {
+        struct gw_settings *s = NULL;
+        const char *cfg = o->config ? o->config : GW_SETTINGS_DEFAULT_FILE;
+        worst = gw_settings_load(cfg, o->adapters_dir, o->schema_dir, &s, &diags);
+        if (s)
+            checked = 1 + (int)s->n_adapters;
+        /* Semantic checks only an adapter can make (create() parses, allocates, no I/O). */
+        if (worst == 0 && s) {
+            struct daemon d = {.opt = *o, .settings = s};
+            struct instance *in = NULL;
+            if (gw_loop_new(&d.loop) < 0 || gw_registry_new(d.loop, &d.reg) < 0) {
+                worst = GW_EIO;
+            } else {
+                worst = create_instances(&d, s, &in, &diags);
+                if (worst == 0)
+                    stop_instances(&d, in, s->n_adapters);
+            }
+            gw_registry_free(d.reg);
+            gw_loop_free(d.loop);
+        }
+        gw_settings_free(s);
+    } else {
+        for (int i = 0; i < nfiles; i++) {
+            int rc = looks_like_adapter(files[i])
+                         ? gw_settings_load_adapter(files[i], o->schema_dir, NULL, &diags)
+                         : gw_settings_check_gateway(files[i], o->schema_dir, &diags);
+            if (rc == GW_ECONFIG_READ || (rc < 0 && worst == 0))
+                worst = rc;
+            checked++;
+        }
+    }
+    print_diags(stdout, &diags);
+    size_t problems = diags.n;
+    gw_diag_list_fini(&diags);
+    if (worst == 0) {
+        printf("valid: %d file(s) checked\n", checked);
+        return 0;
+    }
+    printf("invalid: %zu problem(s)\n", problems);
+    if (worst == GW_EIO)
+        return EXIT_RUNTIME;
+    return worst == GW_ECONFIG_READ ? EXIT_UNREADABLE : EXIT_INVALID;
+}
+
 /* --- Signals --- */
 
 static void on_stop_signal(void *arg, int signo)
@@ -324,7 +329,8 @@ static int cmd_run(const struct options *o)
     int rc = gw_settings_load(cfg, o->adapters_dir, o->schema_dir, &d.settings, &diags);
     if (rc < 0) {
         print_diags(stderr, &diags);
-        fprintf(stderr, "iotmp-gatewayd: not started: %s has %zu problem(s)\n", cfg, diags.n);
+        fprintf(stderr, "iotmp-gatewayd: not started: %zu problem(s) in the configuration (%s)\n",
+                diags.n, cfg);
         gw_diag_list_fini(&diags);
         return rc == GW_ECONFIG_READ ? EXIT_UNREADABLE : EXIT_INVALID;
     }

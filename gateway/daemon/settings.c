@@ -103,6 +103,39 @@ static bool get_bool(json_t *obj, const char *key, bool def)
     return json_is_boolean(v) ? json_is_true(v) : def;
 }
 
+static int cmp_str(const void *a, const void *b);
+
+/* The adapter kinds that have a schema, "modbus, mqtt, sim", into buf. */
+static void known_kinds(const char *schema_dir, char *buf, size_t cap)
+{
+    char *dir = path_join(gw_settings_schema_dir(schema_dir), "adapters");
+    DIR *d = opendir(dir);
+    free(dir);
+    buf[0] = '\0';
+    if (!d) {
+        snprintf(buf, cap, "none: the schema folder is missing");
+        return;
+    }
+    char *names[64];
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 64) {
+        const char *suffix = ".schema.json";
+        size_t len = strlen(e->d_name), sl = strlen(suffix);
+        if (len > sl && strcmp(e->d_name + len - sl, suffix) == 0)
+            names[n++] = gw_strndup(e->d_name, len - sl);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        int w = snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", names[i]);
+        if (w > 0 && (size_t)w < cap - used)
+            used += (size_t)w;
+        free(names[i]);
+    }
+}
+
 void gw_adapter_instance_fini(struct gw_adapter_instance *inst)
 {
     free(inst->type);
@@ -146,8 +179,9 @@ int gw_settings_load_adapter(const char *file, const char *schema_dir,
     }
     struct stat st;
     if (!plain || stat(schema_file, &st) != 0) {
-        gw_diag_add(diags, "/type", "", "unknown adapter type \"%s\" (no schema %s)", t,
-                    schema_file ? schema_file : "for that name");
+        char known[512];
+        known_kinds(schema_dir, known, sizeof known);
+        gw_diag_add(diags, "/type", "", "unknown adapter type \"%s\" (known: %s)", t, known);
         gw_config_locate(doc, diags, before);
         gw_config_free(doc);
         free(schema_file);
@@ -218,11 +252,39 @@ int gw_settings_load(const char *gateway_file, const char *adapters_dir_override
 {
     *out = NULL;
     struct gw_config_doc *doc = NULL;
-    char *schema = path_join(gw_settings_schema_dir(schema_dir), "gateway.schema.json");
-    int rc = load_and_validate(gateway_file, schema, &doc, diags);
-    free(schema);
-    if (rc < 0)
-        return rc;
+    struct gw_schema *schema = NULL;
+    char *schema_file = path_join(gw_settings_schema_dir(schema_dir), "gateway.schema.json");
+    int rc = gw_config_load(gateway_file, &doc, diags);
+    if (rc < 0) {
+        free(schema_file);
+        return rc == GW_EJSON ? GW_ECONFIG : rc;
+    }
+    rc = gw_schema_load(schema_file, &schema, diags);
+    free(schema_file);
+    if (rc < 0) {
+        gw_config_free(doc);
+        return GW_ECONFIG_READ;
+    }
+    int gateway_rc = gw_schema_validate_doc(schema, doc, diags);
+    gw_schema_free(schema);
+    if (gateway_rc < 0) {
+        /* Still check the adapter files, so one run shows every problem. */
+        json_t *dir = json_is_object(gw_config_root(doc))
+                          ? json_object_get(gw_config_root(doc), "adapters_dir")
+                          : NULL;
+        const char *adir = adapters_dir_override ? adapters_dir_override
+                           : json_is_string(dir)  ? json_string_value(dir)
+                                                  : NULL;
+        char **files = NULL;
+        int n = adir ? list_json_files(adir, &files) : 0;
+        for (int i = 0; i < n; i++) {
+            gw_settings_load_adapter(files[i], schema_dir, NULL, diags);
+            free(files[i]);
+        }
+        free(files);
+        gw_config_free(doc);
+        return GW_ECONFIG;
+    }
 
     struct gw_settings *s = gw_calloc(1, sizeof *s);
     json_t *root = gw_config_root(doc);
