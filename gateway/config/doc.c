@@ -17,9 +17,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * The index is a tree: each value is (parent, pointer token) with its position, so memory grows
+ * with the file, not with nesting depth times the number of values (full pointer strings would).
+ * A hash on (parent, token) finds a child; a lookup walks the pointer one token at a time.
+ */
+#define NO_PARENT UINT32_MAX
+
 struct pos_entry {
-    char *pointer;      /* owned; NULL = empty slot */
+    uint32_t parent;    /* index of the container, NO_PARENT for the root */
     uint32_t hash;
+    char *tok;          /* owned pointer token, escaped as in a pointer ("a~1b", "3") */
+    size_t tok_len;
     int line, col;      /* the value */
     int kline, kcol;    /* the member name, 0 if not an object member */
 };
@@ -27,8 +36,10 @@ struct pos_entry {
 struct gw_config_doc {
     char *name;
     json_t *root;
-    struct pos_entry *slots;
-    size_t cap, n;      /* cap is a power of two */
+    struct pos_entry *entries;  /* entries[0] is the root value */
+    size_t n, entries_cap;
+    uint32_t *slots;            /* hash table of entry index + 1; 0 = empty */
+    size_t cap;                 /* power of two */
 };
 
 /* --- RFC 6901 pointers --- */
@@ -133,56 +144,93 @@ json_t *gw_config_pointer_get(json_t *root, const char *pointer)
 
 /* --- The position index --- */
 
-static uint32_t hash_str(const char *s)
+static uint32_t hash_tok(uint32_t parent, const char *tok, size_t len)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
+    uint32_t h = 2166136261u; /* FNV-1a over the parent index, then the token */
+    for (int i = 0; i < 4; i++) {
+        h ^= (parent >> (8 * i)) & 0xFF;
+        h *= 16777619u;
+    }
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)tok[i];
         h *= 16777619u;
     }
     return h;
 }
 
-static struct pos_entry *index_find(const struct gw_config_doc *doc, const char *pointer,
-                                    uint32_t h)
+/* The slot holding (parent, tok), or the empty slot where it would go. */
+static uint32_t *index_slot(const struct gw_config_doc *doc, uint32_t parent, const char *tok,
+                            size_t len, uint32_t h)
 {
-    if (!doc->cap)
-        return NULL;
     size_t mask = doc->cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-        struct pos_entry *e = &doc->slots[i];
-        if (!e->pointer)
-            return e;
-        if (e->hash == h && strcmp(e->pointer, pointer) == 0)
-            return e;
+        uint32_t *slot = &doc->slots[i];
+        if (!*slot)
+            return slot;
+        const struct pos_entry *e = &doc->entries[*slot - 1];
+        if (e->hash == h && e->parent == parent && e->tok_len == len &&
+            memcmp(e->tok, tok, len) == 0)
+            return slot;
     }
 }
 
 static void index_grow(struct gw_config_doc *doc)
 {
-    size_t old_cap = doc->cap;
-    struct pos_entry *old = doc->slots;
-    doc->cap = old_cap ? old_cap * 2 : 64;
+    free(doc->slots);
+    doc->cap = doc->cap ? doc->cap * 2 : 64;
     doc->slots = gw_calloc(doc->cap, sizeof(*doc->slots));
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].pointer)
-            *index_find(doc, old[i].pointer, old[i].hash) = old[i];
+    for (size_t i = 1; i < doc->n; i++) { /* the root is not in the table */
+        const struct pos_entry *e = &doc->entries[i];
+        *index_slot(doc, e->parent, e->tok, e->tok_len, e->hash) = (uint32_t)i + 1;
     }
-    free(old);
 }
 
-static struct pos_entry *index_put(struct gw_config_doc *doc, const char *pointer)
+/* Records a value; parent NO_PARENT is the root. Returns the new entry's index. */
+static uint32_t index_put(struct gw_config_doc *doc, uint32_t parent, const char *tok,
+                          size_t len)
 {
-    if ((doc->n + 1) * 4 > doc->cap * 3)
-        index_grow(doc);
-    uint32_t h = hash_str(pointer);
-    struct pos_entry *e = index_find(doc, pointer, h);
-    if (!e->pointer) {
-        e->pointer = gw_strdup(pointer);
-        e->hash = h;
-        doc->n++;
+    if (doc->n == doc->entries_cap) {
+        doc->entries_cap = doc->entries_cap ? doc->entries_cap * 2 : 64;
+        doc->entries = gw_realloc(doc->entries, doc->entries_cap * sizeof(*doc->entries));
     }
-    return e;
+    uint32_t id = (uint32_t)doc->n++;
+    struct pos_entry *e = &doc->entries[id];
+    memset(e, 0, sizeof(*e));
+    e->parent = parent;
+    if (parent == NO_PARENT)
+        return id;
+    e->tok = gw_malloc(len + 1);
+    memcpy(e->tok, tok, len);
+    e->tok[len] = '\0';
+    e->tok_len = len;
+    e->hash = hash_tok(parent, tok, len);
+    if ((doc->n + 1) * 4 > doc->cap * 3)
+        index_grow(doc); /* re-inserts everything, e included */
+    else
+        *index_slot(doc, parent, tok, len, e->hash) = id + 1;
+    return id;
+}
+
+/* The entry of pointer (borrowed), or NULL. */
+static const struct pos_entry *index_find(const struct gw_config_doc *doc, const char *pointer)
+{
+    if (doc->n == 0)
+        return NULL;
+    uint32_t cur = 0;
+    const char *p = pointer;
+    while (*p) {
+        if (*p != '/' || !doc->cap)
+            return NULL;
+        p++;
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        uint32_t slot = *index_slot(doc, cur, p, len, hash_tok(cur, p, len));
+        if (!slot)
+            return NULL;
+        cur = slot - 1;
+        p += len;
+    }
+    return &doc->entries[cur];
 }
 
 /* --- The scanner --- */
@@ -190,8 +238,6 @@ static struct pos_entry *index_put(struct gw_config_doc *doc, const char *pointe
 struct scanner {
     const char *p, *end;
     int line, col;      /* of *p */
-    char *ptr;          /* current JSON Pointer (heap, NUL-terminated) */
-    size_t ptr_len;
     struct gw_config_doc *doc;
 };
 
@@ -312,30 +358,20 @@ static void sc_string(struct scanner *s, char **out, size_t *len)
     }
 }
 
-static void sc_push(struct scanner *s, const char *key, size_t len)
-{
-    gw_config_pointer_append(&s->ptr, key, len);
-    s->ptr_len = strlen(s->ptr);
-}
-
-static void sc_pop(struct scanner *s, size_t len)
-{
-    s->ptr[len] = '\0';
-    s->ptr_len = len;
-}
-
-static void sc_value(struct scanner *s, int kline, int kcol, unsigned depth)
+/* Records the value at s->p (member name tok of parent) and everything inside it. */
+static void sc_value(struct scanner *s, uint32_t parent, const char *tok, size_t tok_len,
+                     int kline, int kcol, unsigned depth)
 {
     sc_skip_ws(s);
     if (s->p >= s->end)
         return;
-    struct pos_entry *e = index_put(s->doc, s->ptr);
+    uint32_t id = index_put(s->doc, parent, tok, tok_len);
+    struct pos_entry *e = &s->doc->entries[id];
     e->line = s->line;
     e->col = s->col;
     e->kline = kline;
     e->kcol = kcol;
     char c = *s->p;
-    size_t base = s->ptr_len;
     if (depth > 4096) /* jansson refuses deeper input before we get here; belt and braces */
         return;
     if (c == '{') {
@@ -347,16 +383,16 @@ static void sc_value(struct scanner *s, int kline, int kcol, unsigned depth)
             if (*s->p != '"')
                 return;
             int kl = s->line, kc = s->col;
-            char *key;
+            char *key, *ptok = NULL;
             size_t klen;
             sc_string(s, &key, &klen);
             sc_skip_ws(s);
             if (s->p < s->end && *s->p == ':')
                 sc_advance(s);
-            sc_push(s, key, klen);
+            gw_config_pointer_append(&ptok, key, klen); /* "/" + escaped key */
             free(key);
-            sc_value(s, kl, kc, depth + 1);
-            sc_pop(s, base);
+            sc_value(s, id, ptok + 1, strlen(ptok + 1), kl, kc, depth + 1);
+            free(ptok);
             sc_skip_ws(s);
             if (s->p < s->end && *s->p == ',')
                 sc_advance(s);
@@ -373,9 +409,7 @@ static void sc_value(struct scanner *s, int kline, int kcol, unsigned depth)
                 break;
             char idx[24];
             int n = snprintf(idx, sizeof(idx), "%zu", i);
-            sc_push(s, idx, (size_t)n);
-            sc_value(s, 0, 0, depth + 1);
-            sc_pop(s, base);
+            sc_value(s, id, idx, (size_t)n, 0, 0, depth + 1);
             sc_skip_ws(s);
             if (s->p < s->end && *s->p == ',')
                 sc_advance(s);
@@ -387,7 +421,7 @@ static void sc_value(struct scanner *s, int kline, int kcol, unsigned depth)
     } else if (c == '"') {
         sc_string(s, NULL, NULL);
     } else {
-        while (s->p < s->end && strchr("0123456789+-.eEtrufalsn", *s->p) && *s->p)
+        while (s->p < s->end && *s->p && strchr("0123456789+-.eEtrufalsn", *s->p))
             sc_advance(s);
     }
 }
@@ -455,15 +489,25 @@ static void syntax_diag(const char *text, size_t len, const char *name, const js
     } else {
         /* jansson reports the column where the bad token ends; point at its start instead. */
         const char *near = strstr(err->text, "near '");
-        if (near && pos > 0) {
+        if (near)
             near += 6;
+        if (near && pos > 0) {
             size_t tl = strlen(near);
             if (tl > 0 && near[tl - 1] == '\'')
                 tl--;
             if (tl > 0 && tl <= pos && memcmp(text + pos - tl, near, tl) == 0)
                 offset_pos(text, pos - tl, &line, &col);
         }
-        d = gw_diag_add(diags, NULL, NULL, "syntax error: %s", err->text);
+        /* Hints for the usual hand-editing mistakes jansson words generically. */
+        const char *hint = "";
+        const char *tok = near ? near : "";
+        if (tok[0] == '/')
+            hint = " (JSON has no comments)";
+        else if (strstr(err->text, "'}' expected") && tok[0] == '"')
+            hint = " (missing ',' after the previous member?)";
+        else if (strstr(err->text, "']' expected") && tok[0] != '}' && tok[0] != '\0')
+            hint = " (missing ',' between elements?)";
+        d = gw_diag_add(diags, NULL, NULL, "syntax error: %s%s", err->text, hint);
     }
     d->file = gw_strdup(name);
     d->line = line;
@@ -476,6 +520,12 @@ int gw_config_parse(const char *text, size_t len, const char *name, struct gw_co
     *out = NULL;
     if (!name)
         name = "<string>";
+    /* RFC 8259 lets a parser ignore a UTF-8 byte order mark; editors on Windows write one.
+     * Columns on line 1 are then counted after it, as editors show them. */
+    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+        text += 3;
+        len -= 3;
+    }
     /* jansson silently drops a NUL byte that follows a number or literal ("[1\0]" parses);
      * a raw NUL never belongs in JSON text, so refuse it before jansson sees it. */
     const char *nul = memchr(text, '\0', len);
@@ -498,9 +548,7 @@ int gw_config_parse(const char *text, size_t len, const char *name, struct gw_co
     doc->name = gw_strdup(name);
     doc->root = root;
     struct scanner s = {.p = text, .end = text + len, .line = 1, .col = 1, .doc = doc};
-    s.ptr = gw_strdup("");
-    sc_value(&s, 0, 0, 0);
-    free(s.ptr);
+    sc_value(&s, NO_PARENT, NULL, 0, 0, 0, 0);
     *out = doc;
     return 0;
 }
@@ -556,8 +604,9 @@ void gw_config_free(struct gw_config_doc *doc)
 {
     if (!doc)
         return;
-    for (size_t i = 0; i < doc->cap; i++)
-        free(doc->slots[i].pointer);
+    for (size_t i = 0; i < doc->n; i++)
+        free(doc->entries[i].tok);
+    free(doc->entries);
     free(doc->slots);
     json_decref(doc->root);
     free(doc->name);
@@ -581,8 +630,8 @@ size_t gw_config_count(const struct gw_config_doc *doc)
 
 int gw_config_pos(const struct gw_config_doc *doc, const char *pointer, int *line, int *col)
 {
-    struct pos_entry *e = index_find(doc, pointer, hash_str(pointer));
-    if (!e || !e->pointer)
+    const struct pos_entry *e = index_find(doc, pointer);
+    if (!e)
         return GW_ENOENT;
     *line = e->line;
     *col = e->col;
@@ -591,8 +640,8 @@ int gw_config_pos(const struct gw_config_doc *doc, const char *pointer, int *lin
 
 int gw_config_key_pos(const struct gw_config_doc *doc, const char *pointer, int *line, int *col)
 {
-    struct pos_entry *e = index_find(doc, pointer, hash_str(pointer));
-    if (!e || !e->pointer || !e->kline)
+    const struct pos_entry *e = index_find(doc, pointer);
+    if (!e || !e->kline)
         return GW_ENOENT;
     *line = e->kline;
     *col = e->kcol;

@@ -1179,10 +1179,19 @@ enum gw_schema_dialect gw_schema_dialect_get(const struct gw_schema *schema)
 
 /* --- Validation --- */
 
+/*
+ * Work limit of one validation. Alternatives that recurse (two anyOf branches that both $ref back)
+ * can make validation exponential in the depth of the instance; past this many subschema visits
+ * the validation stops with an error instead of hanging the daemon.
+ */
+#define MAX_STEPS 10000000ul
+
 struct vctx {
     const struct gw_schema *s;
     char *ptr;              /* instance pointer, heap, NUL-terminated */
     size_t ptr_len;
+    unsigned long steps;    /* subschema visits so far */
+    bool aborted;           /* MAX_STEPS reached: every visit now fails */
 };
 
 static void ptr_push(struct vctx *c, const char *key, size_t len)
@@ -1245,6 +1254,19 @@ static void verr(struct vctx *c, struct gw_diag_list *out, const struct node *n,
 
 static int v_node(struct vctx *c, const struct node *n, json_t *inst, struct gw_diag_list *out);
 
+/* True if s can be listed without quotes: non-empty, no controls, spaces, commas or quotes. */
+static bool plain_word(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= ' ' || ch == ',' || ch == '"' || ch == '\\' || ch == 0x7F)
+            return false;
+    }
+    return true;
+}
+
 /* "a, b, c" of a list of JSON values (strings bare), at most 16, into a heap string. */
 static char *values_text(json_t *arr)
 {
@@ -1258,8 +1280,7 @@ static char *values_text(json_t *arr)
         json_t *v = json_array_get(arr, i);
         if (i)
             fputs(", ", f);
-        if (json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v) &&
-            json_string_length(v) > 0 && !strpbrk(json_string_value(v), ", \"")) {
+        if (json_is_string(v) && plain_word(json_string_value(v), json_string_length(v))) {
             fputs(json_string_value(v), f);
         } else {
             char *p = preview(v);
@@ -1303,8 +1324,16 @@ static void unknown_property(struct vctx *c, struct gw_diag_list *out, const str
     }
     if (n->nprops) {
         fprintf(f, "%sallowed: ", sep);
-        for (size_t i = 0; i < n->nprops && i < 24; i++)
-            fprintf(f, "%s%s", i ? ", " : "", n->props[i].name);
+        for (size_t i = 0; i < n->nprops && i < 24; i++) {
+            fputs(i ? ", " : "", f);
+            if (plain_word(n->props[i].name, n->props[i].len)) {
+                fputs(n->props[i].name, f);
+            } else {
+                q = quote(n->props[i].name, n->props[i].len);
+                fputs(q, f);
+                free(q);
+            }
+        }
         if (n->nprops > 24)
             fprintf(f, ", ... (%zu more)", n->nprops - 24);
         sep = "; ";
@@ -1757,6 +1786,10 @@ static int explain_alternatives(struct vctx *c, const struct node *n, const char
 static int v_node(struct vctx *c, const struct node *n, json_t *inst, struct gw_diag_list *out)
 {
     int nerr = 0;
+    if (c->aborted || ++c->steps > MAX_STEPS) {
+        c->aborted = true;
+        return 1;
+    }
     if (n->is_bool) {
         if (!n->bool_val)
             FAIL(NULL, "no value is allowed here (the schema is false)");
@@ -1855,6 +1888,11 @@ int gw_schema_validate(const struct gw_schema *schema, json_t *instance, struct 
 {
     struct vctx c = {.s = schema, .ptr = gw_strdup(""), .ptr_len = 0};
     int nerr = v_node(&c, schema->root_node, instance, out);
+    if (c.aborted && out)
+        gw_diag_add(out, "", "",
+                    "validation stopped after %lu steps: alternatives (anyOf/oneOf) that refer "
+                    "back to themselves make this value too expensive to check",
+                    MAX_STEPS);
     free(c.ptr);
     return nerr ? GW_ECONFIG : 0;
 }

@@ -72,7 +72,8 @@ struct gw_config_doc;
 
 /*
  * Reads and parses the JSON file at path (borrowed) into a new document (*out, freed with
- * gw_config_free()). Any JSON value may be the root; duplicate keys are refused.
+ * gw_config_free()). Any JSON value may be the root; duplicate keys and raw NUL bytes are
+ * refused; a leading UTF-8 byte order mark is skipped.
  * Returns 0; GW_ECONFIG_READ if the file cannot be opened or read or is larger than
  * GW_CONFIG_MAX_FILE (one diag names the file and the reason); GW_EJSON on a syntax error (one
  * diag with file, line, col and the parser's message; a trailing comma is reported at the comma).

@@ -23,13 +23,17 @@
  * ignored, so every "#..." resolves against the root of the document. A $ref cycle that never
  * descends into the instance ({"$ref": "#"} at the root) is refused at load.
  *
- * pattern and patternProperties use POSIX extended regular expressions (regcomp REG_EXTENDED),
- * compiled once at load, after translating the ECMA-262 classes \d \D \w \W \s \S (also inside
- * brackets) to POSIX ones. Differences from ECMA-262 that remain: no lookahead/lookbehind,
- * no lazy quantifiers (*? +? are refused by regcomp or mean something else), no \b\B in the
- * ECMA sense, no \uXXXX escapes, no backreferences in the ECMA sense; "." and bracket
- * expressions match bytes unless the process runs with a UTF-8 LC_CTYPE. A pattern regcomp
- * refuses makes the schema load fail with the regex error.
+ * pattern and patternProperties use POSIX extended regular expressions (glibc regcomp with
+ * REG_EXTENDED), compiled once per distinct pattern at load, after this translation from ECMA-262:
+ * \d \w \s \D \W \S become bracket expressions (\d \w \s also inside [...]); "(?:" becomes "(";
+ * lazy quantifiers (*? +? ?? {n,m}?) become greedy ones, which match the same strings; \uXXXX
+ * and \xXX become the UTF-8 bytes (inside [...] only ASCII); \t \n \r \f \v the characters;
+ * \b \B stay word boundaries (GNU). Refused at load, naming the pattern: lookahead and
+ * lookbehind "(?=" "(?!" "(?<", named groups, \D \W \S inside [...], "[]", \0 and other
+ * letter escapes outside [...] (\p{..}, \cX, ...), and whatever regcomp refuses. Remaining
+ * differences: \s is ASCII whitespace only; "." and [...] match single bytes (so one non-ASCII
+ * character is several) unless the process runs with a UTF-8 LC_CTYPE; "." also matches a
+ * newline; matching is POSIX leftmost-longest, which only matters for captures (unused here).
  *
  * Numbers: jansson integers (64-bit) and doubles compare exactly (long double); 1.0 counts as an
  * integer for "type"; "multipleOf" on non-integers allows a relative error of 1e-9 in the quotient.
@@ -77,7 +81,9 @@ enum gw_schema_dialect gw_schema_dialect_get(const struct gw_schema *schema);
  * the verdict): pointer = JSON Pointer of the instance location, keyword = schema location of
  * the failing keyword, message in plain words. For anyOf/oneOf, only the alternative selected
  * by a const/enum discriminator, or else the closest alternative, is reported (with one summary
- * line), not every alternative's errors.
+ * line), not every alternative's errors. Work is bounded: after 10 million subschema visits
+ * (possible only with anyOf/oneOf alternatives that recurse into themselves) validation stops
+ * with GW_ECONFIG and a diag saying so. Reentrant; does not call back.
  * Returns 0 if valid, GW_ECONFIG if not.
  */
 int gw_schema_validate(const struct gw_schema *schema, json_t *instance, struct gw_diag_list *out);

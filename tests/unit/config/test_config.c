@@ -315,6 +315,46 @@ START_TEST(test_config_syntax_nul_byte)
 }
 END_TEST
 
+static char *parse_error(const char *text)
+{
+    struct gw_diag_list diags;
+    gw_diag_list_init(&diags);
+    struct gw_config_doc *doc;
+    ck_assert_int_eq(gw_config_parse(text, strlen(text), "h.json", &doc, &diags), GW_EJSON);
+    ck_assert_uint_eq(diags.n, 1);
+    char *out = gw_diag_format(&diags);
+    gw_diag_list_fini(&diags);
+    return out;
+}
+
+START_TEST(test_config_syntax_hints)
+{
+    char *t = parse_error("{\n  \"a\": 1\n  \"b\": 2\n}");
+    ck_assert_str_eq(t, "h.json:3:3: syntax error: '}' expected near '\"b\"' (missing ',' after "
+                        "the previous member?)\n");
+    free(t);
+    t = parse_error("[1\n 2]");
+    ck_assert_str_eq(t, "h.json:2:2: syntax error: ']' expected near '2' (missing ',' between "
+                        "elements?)\n");
+    free(t);
+    t = parse_error("{\n  // note\n  \"a\": 1\n}");
+    ck_assert_str_eq(t, "h.json:2:3: syntax error: string or '}' expected near '/' (JSON has no "
+                        "comments)\n");
+    free(t);
+}
+END_TEST
+
+START_TEST(test_config_byte_order_mark_is_skipped)
+{
+    const char *text = "\xef\xbb\xbf{\"a\": [true]}";
+    struct gw_config_doc *doc;
+    ck_assert_int_eq(gw_config_parse(text, strlen(text), "bom.json", &doc, NULL), 0);
+    assert_pos(doc, "", 1, 1);
+    assert_pos(doc, "/a/0", 1, 8);
+    gw_config_free(doc);
+}
+END_TEST
+
 START_TEST(test_config_load_unreadable)
 {
     char *text = load_error(DATA "does-not-exist.json", GW_ECONFIG_READ);
@@ -421,6 +461,8 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_syntax_duplicate_key);
     tcase_add_test(tc, test_config_syntax_comma_in_string_is_not_trailing);
     tcase_add_test(tc, test_config_syntax_nul_byte);
+    tcase_add_test(tc, test_config_syntax_hints);
+    tcase_add_test(tc, test_config_byte_order_mark_is_skipped);
     tcase_add_test(tc, test_config_load_unreadable);
     tcase_add_test(tc, test_config_load_empty_file);
     suite_add_tcase(s, tc);

@@ -355,6 +355,38 @@ START_TEST(test_schema_mutants_give_located_errors)
 }
 END_TEST
 
+START_TEST(test_schema_exponential_alternatives_stop)
+{
+    /* Two recursive alternatives: naive checking is 2^depth; the work limit stops it. */
+    struct gw_schema *s =
+        compile_ok("{\"anyOf\":[{\"type\":\"array\",\"items\":{\"$ref\":\"#\"}},"
+                   "{\"type\":\"array\",\"items\":{\"$ref\":\"#\"},\"minItems\":0}]}",
+                   GW_SCHEMA_AUTO);
+    char text[256];
+    size_t n = 0;
+    for (int i = 0; i < 60; i++)
+        text[n++] = '[';
+    memcpy(text + n, "\"x\"", 3);
+    n += 3;
+    for (int i = 0; i < 60; i++)
+        text[n++] = ']';
+    text[n] = '\0';
+    json_t *inst = parse(text);
+    struct gw_diag_list out;
+    gw_diag_list_init(&out);
+    ck_assert_int_eq(gw_schema_validate(s, inst, &out), GW_ECONFIG);
+    ck_assert_uint_ge(out.n, 1);
+    ck_assert_ptr_nonnull(strstr(out.items[out.n - 1].message, "validation stopped after"));
+    gw_diag_list_fini(&out);
+    /* a shallow value is still checked normally */
+    json_decref(inst);
+    inst = parse("[[[]]]");
+    ck_assert_int_eq(gw_schema_validate(s, inst, NULL), 0);
+    json_decref(inst);
+    gw_schema_free(s);
+}
+END_TEST
+
 /* --- Schemas refused at load --- */
 
 START_TEST(test_schema_refuses_unsupported_keywords_file)
@@ -446,6 +478,55 @@ START_TEST(test_schema_unknown_member_allowed_only_as_ref_target)
 }
 END_TEST
 
+START_TEST(test_schema_mutated_schemas_load_or_refuse_cleanly)
+{
+    /* One-byte changes of a schema: each one is compiled or refused with located diags, and a
+     * compiled one validates a config without crashing (ASan/UBSan build checks the rest). */
+    FILE *fp = fopen(DATA "sample.schema.json", "rb");
+    ck_assert_ptr_nonnull(fp);
+    static char text[16384], m[16384];
+    size_t len = fread(text, 1, sizeof(text), fp);
+    fclose(fp);
+    struct gw_config_doc *inst;
+    ck_assert_int_eq(gw_config_load(DATA "bad.json", &inst, NULL), 0);
+    const char repl[] = {'0', '"', 'x', '#', '[', '-'};
+    size_t compiled = 0, refused = 0;
+    for (size_t i = 0; i < len; i++) {
+        for (size_t r = 0; r < sizeof(repl); r++) {
+            memcpy(m, text, len);
+            m[i] = repl[r];
+            struct gw_config_doc *doc;
+            if (gw_config_parse(m, len, "s.json", &doc, NULL) != 0)
+                continue;
+            struct gw_diag_list diags;
+            gw_diag_list_init(&diags);
+            struct gw_schema *s;
+            int rc = gw_schema_new(gw_config_root(doc), GW_SCHEMA_AUTO, &s, &diags);
+            if (rc == 0) {
+                compiled++;
+                ck_assert_uint_eq(diags.n, 0);
+                gw_schema_validate(s, gw_config_root(inst), &diags);
+                gw_schema_free(s);
+            } else {
+                refused++;
+                ck_assert_int_eq(rc, GW_ESCHEMA);
+                ck_assert_uint_ge(diags.n, 1);
+                gw_config_locate(doc, &diags, 0);
+                for (size_t k = 0; k < diags.n; k++) {
+                    ck_assert_int_ge(diags.items[k].line, 1);
+                    ck_assert(diags.items[k].message[0] != '\0');
+                }
+            }
+            gw_diag_list_fini(&diags);
+            gw_config_free(doc);
+        }
+    }
+    ck_assert_uint_gt(compiled, 500);
+    ck_assert_uint_gt(refused, 500);
+    gw_config_free(inst);
+}
+END_TEST
+
 START_TEST(test_schema_load_unreadable_and_syntax)
 {
     struct gw_diag_list diags;
@@ -474,6 +555,7 @@ static Suite *schema_suite(void)
     tcase_add_test(tc, test_schema_if_then_else_not_allof);
     tcase_add_test(tc, test_schema_refs_and_dialects);
     tcase_add_test(tc, test_schema_mutants_give_located_errors);
+    tcase_add_test(tc, test_schema_exponential_alternatives_stop);
     suite_add_tcase(s, tc);
     tc = tcase_create("load");
     tcase_set_timeout(tc, 30);
@@ -481,6 +563,7 @@ static Suite *schema_suite(void)
     tcase_add_test(tc, test_schema_refuses_bad_schemas);
     tcase_add_test(tc, test_schema_unknown_member_allowed_only_as_ref_target);
     tcase_add_test(tc, test_schema_load_unreadable_and_syntax);
+    tcase_add_test(tc, test_schema_mutated_schemas_load_or_refuse_cleanly);
     suite_add_tcase(s, tc);
     return s;
 }
