@@ -10,13 +10,16 @@
  * 3 a runtime failure at start-up (event loop, uplink).
  */
 #include "adapter_table.h"
+#include "forward.h"
 #include "gw/config.h"
 #include "gw/error.h"
 #include "gw/log.h"
 #include "gw/loop.h"
 #include "gw/mem.h"
 #include "gw/registry.h"
+#include "gw/session.h"
 #include "gw/settings.h"
+#include "gw/store.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -92,6 +95,11 @@ struct daemon {
     struct options opt;
     struct gw_loop *loop;
     struct gw_registry *reg;
+    struct gw_store *store;
+    struct gw_session *session;
+    struct gw_forward *forward;
+    struct gw_timer *exit_timer;
+    bool stopping;
     struct gw_settings *settings;
     struct instance *inst;
     size_t n_inst;
@@ -273,11 +281,36 @@ static int cmd_validate(const struct options *o, int nfiles, char **files)
 
 /* --- Signals --- */
 
+static void on_session_state(void *arg, enum gw_session_state st, int reason)
+{
+    struct daemon *d = arg;
+    (void)reason;
+    if (d->forward)
+        gw_forward_on_session_state(d->forward, st);
+    if (d->stopping && st == GW_SESSION_STOPPED)
+        gw_loop_stop(d->loop);
+}
+
 static void on_stop_signal(void *arg, int signo)
 {
     struct daemon *d = arg;
+    if (d->stopping) {
+        gw_log_notice("second %s: stopping now", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        gw_loop_stop(d->loop);
+        return;
+    }
     gw_log_notice("received %s, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    gw_loop_stop(d->loop);
+    d->stopping = true;
+    /* Recordings stop and what the store took is committed; then a clean DISCONNECT, with at
+     * most 2 s for it to be written before the loop ends anyway. */
+    gw_forward_free(d->forward);
+    d->forward = NULL;
+    d->exit_timer = gw_timer_new(d->loop, (gw_timer_fn)gw_loop_stop, d->loop);
+    gw_timer_start(d->exit_timer, 2000);
+    if (d->session && gw_session_state(d->session) != GW_SESSION_STOPPED)
+        gw_session_stop(d->session);
+    else
+        gw_loop_stop(d->loop);
 }
 
 static void on_reload(void *arg, int signo)
@@ -315,6 +348,88 @@ static void on_reload(void *arg, int signo)
         gw_log_set_level(s->log_level);
     gw_log_notice("reload done: %zu adapter instance(s), %zu resource(s)", d->n_inst,
                   gw_registry_count(d->reg));
+}
+
+/* Store, session and forwarder. Returns 0 or an exit code (the reason is logged). */
+static int start_uplink(struct daemon *d)
+{
+    const struct gw_settings *s = d->settings;
+    /* Recorded resources must exist: a typo here would silently record nulls forever. */
+    for (size_t i = 0; i < s->n_recordings; i++)
+        for (size_t k = 0; k < s->recordings[i].n_resources; k++) {
+            const char *name = s->recordings[i].resources[k];
+            if (gw_registry_find(d->reg, name, strlen(name)))
+                continue;
+            char ptr[64];
+            int line = 0, col = 0;
+            snprintf(ptr, sizeof ptr, "/record/%zu/resources/%zu", i, k);
+            gw_config_pos(s->doc, ptr, &line, &col);
+            fprintf(stderr, "%s:%d:%d: %s: no resource named \"%s\"\n", s->file, line, col, ptr,
+                    name);
+            fprintf(stderr, "iotmp-gatewayd: not started: a recording names an unknown resource\n");
+            return EXIT_INVALID;
+        }
+
+    struct gw_store_config sc;
+    gw_store_config_init(&sc);
+    sc.path = s->store_path;
+    sc.budget_bytes = s->store_budget_bytes;
+    sc.max_age_ms = (int64_t)s->store_max_age_s * 1000;
+    sc.policy = s->store_refuse_new ? GW_STORE_REFUSE_NEW : GW_STORE_DROP_OLDEST;
+    sc.commit_ms = s->store_commit_ms;
+    sc.commit_rows = s->store_commit_rows;
+    sc.sync = s->store_sync_full ? GW_STORE_SYNC_FULL : GW_STORE_SYNC_NORMAL;
+    int rc = gw_store_open(&sc, &d->store);
+    if (rc < 0) {
+        gw_log_err("cannot open the store %s: %s", s->store_path, gw_strerror(rc));
+        return EXIT_RUNTIME;
+    }
+
+    char password[512];
+    if (gw_settings_read_password(s, password, sizeof password) < 0)
+        return EXIT_INVALID;
+    struct gw_session_config cfg = {
+        .url = s->url,
+        .user = s->user,
+        .device = s->device,
+        .password = password,
+        .keepalive_s = s->keepalive_s,
+        .ca_file = s->ca_file,
+        .insecure = s->insecure,
+        .cert_file = s->cert_file,
+        .key_file = s->key_file,
+        .max_frame = s->max_frame,
+        .server_action_layout = s->layout_embedded ? GW_SESSION_LAYOUT_EMBEDDED
+                                                   : GW_SESSION_LAYOUT_LINUX,
+        .connect_timeout_ms = s->connect_timeout_s * 1000,
+        .send_queue_max = s->send_queue,
+    };
+    rc = gw_session_new(d->loop, d->reg, &cfg, &d->session);
+    explicit_bzero(password, sizeof password); /* the session keeps its own copy */
+    if (rc < 0) {
+        gw_log_err("uplink: %s", gw_strerror(rc));
+        return rc == GW_EINVAL ? EXIT_INVALID : EXIT_RUNTIME;
+    }
+    gw_session_on_state(d->session, on_session_state, d);
+
+    struct gw_recording *recs = gw_calloc(s->n_recordings + 1, sizeof *recs);
+    for (size_t i = 0; i < s->n_recordings; i++)
+        recs[i] = (struct gw_recording){.bucket = s->recordings[i].bucket,
+                                        .resources = (const char **)s->recordings[i].resources,
+                                        .n_resources = s->recordings[i].n_resources,
+                                        .interval_ms = s->recordings[i].interval_ms};
+    struct gw_forward_config fc = {.max_rate = s->store_replay_rate};
+    rc = gw_forward_new(d->loop, d->reg, d->store, d->session, &fc, recs, s->n_recordings,
+                        &d->forward);
+    free(recs);
+    if (rc < 0)
+        return EXIT_RUNTIME;
+    rc = gw_session_start(d->session);
+    if (rc < 0) {
+        gw_log_err("uplink: cannot start: %s", gw_strerror(rc));
+        return EXIT_RUNTIME;
+    }
+    return 0;
 }
 
 /* --- run --- */
@@ -360,17 +475,20 @@ static int cmd_run(const struct options *o)
     gw_loop_on_signal(d.loop, SIGHUP, on_reload, &d);
     signal(SIGPIPE, SIG_IGN);
 
-    if (start_instances(d.inst, d.n_inst) < 0) {
+    if (start_instances(d.inst, d.n_inst) < 0)
         exit_code = EXIT_RUNTIME;
-    } else {
-        gw_log_notice("iotmp-gatewayd %s started: %zu adapter instance(s), %zu resource(s)",
-                      GW_VERSION, d.n_inst, gw_registry_count(d.reg));
-        /* The uplink session (gateway/core/session.c) is not wired in yet: without it the
-         * resources are served to nobody. Said at every start so nobody mistakes this for done. */
-        gw_log_warn("uplink not implemented in this build yet: %s is not contacted",
-                    d.settings->url);
+    else
+        exit_code = start_uplink(&d);
+    if (exit_code == 0) {
+        gw_log_notice("iotmp-gatewayd %s started: %zu adapter instance(s), %zu resource(s), "
+                      "uplink %s", GW_VERSION, d.n_inst, gw_registry_count(d.reg),
+                      d.settings->url);
         gw_loop_run(d.loop);
     }
+    gw_forward_free(d.forward);
+    gw_session_free(d.session);
+    gw_timer_free(d.exit_timer);
+    gw_store_close(d.store);
     stop_instances(&d, d.inst, d.n_inst);
     gw_registry_free(d.reg);
     gw_loop_free(d.loop);

@@ -313,12 +313,26 @@ int gw_settings_load(const char *gateway_file, const char *adapters_dir_override
     s->store_refuse_new = strcmp(get_str(st, "when_full", "drop_oldest"), "refuse_new") == 0;
     s->store_commit_ms = (unsigned)get_int(st, "commit_ms", 250);
     s->store_commit_rows = (unsigned)get_int(st, "commit_rows", 500);
+    s->store_replay_rate = (unsigned)get_int(st, "replay_rate", 0);
+    json_t *recs = json_object_get(root, "record");
+    s->n_recordings = json_array_size(recs);
+    s->recordings = gw_calloc(s->n_recordings + 1, sizeof *s->recordings);
+    for (size_t i = 0; i < s->n_recordings; i++) {
+        json_t *r = json_array_get(recs, i), *res = json_object_get(r, "resources");
+        struct gw_settings_recording *x = &s->recordings[i];
+        x->bucket = dup_str(r, "bucket", "");
+        x->interval_ms = (unsigned)get_int(r, "interval_ms", 10000);
+        x->n_resources = json_array_size(res);
+        x->resources = gw_calloc(x->n_resources + 1, sizeof *x->resources);
+        for (size_t k = 0; k < x->n_resources; k++)
+            x->resources[k] = gw_strdup(json_string_value(json_array_get(res, k)));
+    }
     s->log_level = gw_log_level_parse(get_str(lg, "level", "info"));
     s->log_frames = get_bool(lg, "frames", false);
     s->adapters_dir = gw_strdup(adapters_dir_override ? adapters_dir_override
                                                       : get_str(root, "adapters_dir",
                                                                 "/etc/iotmp-gateway/adapters.d"));
-    gw_config_free(doc);
+    s->doc = doc;
 
     /* Adapter instances: every file is checked even after one fails. */
     char **files = NULL;
@@ -376,6 +390,14 @@ void gw_settings_free(struct gw_settings *s)
     for (size_t i = 0; i < s->n_adapters; i++)
         gw_adapter_instance_fini(&s->adapters[i]);
     free(s->adapters);
+    for (size_t i = 0; i < s->n_recordings; i++) {
+        for (size_t k = 0; k < s->recordings[i].n_resources; k++)
+            free(s->recordings[i].resources[k]);
+        free(s->recordings[i].resources);
+        free(s->recordings[i].bucket);
+    }
+    free(s->recordings);
+    gw_config_free(s->doc);
     free(s->file);
     free(s->url);
     free(s->user);

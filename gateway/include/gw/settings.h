@@ -28,8 +28,16 @@ struct gw_adapter_instance {
     struct gw_value config;     /* the whole file as a value tree */
 };
 
+struct gw_settings_recording {
+    char *bucket;
+    char **resources;
+    size_t n_resources;
+    unsigned interval_ms;
+};
+
 struct gw_settings {
     char *file;
+    struct gw_config_doc *doc;  /* the gateway file, for positions of later (semantic) errors */
     /* uplink */
     char *url, *user, *device, *password_file;
     unsigned keepalive_s, connect_timeout_s;
@@ -41,7 +49,10 @@ struct gw_settings {
     char *store_path;
     bool store_sync_full, store_refuse_new;
     uint64_t store_budget_bytes;
-    unsigned store_max_age_s, store_commit_ms, store_commit_rows;
+    unsigned store_max_age_s, store_commit_ms, store_commit_rows, store_replay_rate;
+    /* recordings ("record") */
+    struct gw_settings_recording *recordings;
+    size_t n_recordings;
     /* logging */
     int log_level;
     bool log_frames;
