@@ -21,6 +21,8 @@
 #include "transport_internal.h"
 
 #include <libwebsockets.h>
+#include <openssl/x509.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@ struct ws_msg {
 
 struct ws {
     struct gw_transport base;
+    struct gw_lws_handler h;    /* opaque user data of the wsi (see verify_hook) */
     struct gw_loop *loop;
     struct gw_transport_cb cb;
     struct gw_transport_opts opts;
@@ -43,7 +46,8 @@ struct ws {
     bool open, failed, fail_reported, opening, verified;
     bool zombie;                /* owner gone, flushing the last messages before closing */
     int fail_err;
-    char fail_why[320];
+    char fail_why[1024];
+    char verify_err[128];       /* OpenSSL's verdict on the server certificate, if it failed */
     struct ws_msg *head, *tail;
     size_t pending;
 };
@@ -63,6 +67,7 @@ static void ws_free(struct ws *w)
 static void detach_wsi(struct ws *w)
 {
     if (w->wsi) {
+        lws_set_opaque_user_data(w->wsi, NULL);
         lws_set_wsi_user(w->wsi, NULL);
         lws_set_timeout(w->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         w->wsi = NULL;
@@ -155,14 +160,19 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         return 0;
     switch (reason) {
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-        char why[360];
-        const char *msg = in && len == 0 ? (const char *)in : in ? (const char *)in : "unknown";
+        char why[800];
+        const char *msg = in ? (const char *)in : "unknown";
         bool tls = w->opts.url.kind == GW_TRANSPORT_WSS;
         int err = GW_ECONNRESET;
-        if (tls && (strstr(msg, "cert") || strstr(msg, "X509") || strstr(msg, "verif")))
+        if (tls && w->verify_err[0]) {
             err = GW_ETLS_VERIFY;
+            msg = w->verify_err;
+        } else if (tls && (strstr(msg, "cert") || strstr(msg, "X509") || strstr(msg, "verif"))) {
+            err = GW_ETLS_VERIFY;
+        }
         snprintf(why, sizeof(why), "%s %s: connection failed: %s%s", tls ? "WSS" : "WS",
                  w->where, err == GW_ETLS_VERIFY ? "server certificate refused: " : "", msg);
+        lws_set_opaque_user_data(wsi, NULL);
         lws_set_wsi_user(wsi, NULL);
         w->wsi = NULL;
         if (w->zombie) {
@@ -199,6 +209,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_CLIENT_CLOSED:
     case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
     case LWS_CALLBACK_WSI_DESTROY:
+        lws_set_opaque_user_data(wsi, NULL);
         lws_set_wsi_user(wsi, NULL);
         w->wsi = NULL;
         if (w->zombie) {
@@ -213,9 +224,28 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     }
 }
 
+/*
+ * lws 4.1 reports the server certificate check to protocol 0 of the context's first vhost (the
+ * loop's), which forwards it here through the wsi's opaque user data (gw/loop.h). user is
+ * OpenSSL's X509_STORE_CTX, len the verdict so far: the reason is kept so the failure names it.
+ */
+static int verify_hook(struct lws *wsi, int reason, void *user, void *in, size_t len,
+                       struct gw_lws_handler *self)
+{
+    (void)wsi;
+    (void)in;
+    struct ws *w = (struct ws *)((char *)self - offsetof(struct ws, h));
+    if (reason == LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION && !len && user &&
+        !w->verify_err[0]) {
+        int e = X509_STORE_CTX_get_error((X509_STORE_CTX *)user);
+        snprintf(w->verify_err, sizeof(w->verify_err), "%s", X509_verify_cert_error_string(e));
+    }
+    return 0;
+}
+
 static const struct lws_protocols ws_protocols[] = {
     {.name = "gw-iotmp-client", .callback = ws_callback, .rx_buffer_size = 65536},
-    LWS_PROTOCOL_LIST_TERM,
+    {.name = NULL, .callback = NULL},
 };
 
 /* One client vhost per (context, CA, cert, key), created on first use. Loop thread only. */
@@ -356,6 +386,8 @@ int gw_transport_ws_open(struct gw_loop *loop, const struct gw_transport_opts *o
     ci.protocol = "iotmp";
     ci.local_protocol_name = "gw-iotmp-client";
     ci.userdata = w;
+    w->h.cb = verify_hook;
+    ci.opaque_user_data = &w->h;
     ci.pwsi = &w->wsi;
     if (tls) {
         ci.ssl_connection = LCCSCF_USE_SSL;
