@@ -62,6 +62,7 @@ void gw_value_fini(struct gw_value *v)
         free(v->c.items);
         free(v->c.keys);
         free(v->c.key_lens);
+        free(v->c.index);
         break;
     default:
         break;
@@ -116,12 +117,53 @@ struct gw_value *gw_value_array_add(struct gw_value *arr)
     return slot;
 }
 
+/*
+ * Key lookup. Small maps (most: samples, configs) are searched linearly; above INDEX_MIN keys a
+ * hash index keeps lookups constant-time, so decoding a map of n keys costs O(n), not O(n^2) (a
+ * 256 KiB frame can hold tens of thousands of keys, and DESCRIBE answers do).
+ */
+#define INDEX_MIN 16
+
+static uint64_t key_hash(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
+    return h;
+}
+
+static void index_put(struct gw_value *map, size_t pos)
+{
+    size_t mask = map->c.index_cap - 1;
+    size_t i = (size_t)key_hash(map->c.keys[pos], map->c.key_lens[pos]) & mask;
+    while (map->c.index[i])
+        i = (i + 1) & mask;
+    map->c.index[i] = (uint32_t)(pos + 1);
+}
+
+static void index_rebuild(struct gw_value *map, size_t cap)
+{
+    free(map->c.index);
+    map->c.index = gw_calloc(cap, sizeof *map->c.index);
+    map->c.index_cap = cap;
+    for (size_t i = 0; i < map->c.n; i++)
+        index_put(map, i);
+}
+
 static struct gw_value *map_find(const struct gw_value *map, const char *key, size_t key_len)
 {
-    /* Linear: the maps this tree holds (configs, samples, REST bodies) are small. */
-    for (size_t i = 0; i < map->c.n; i++)
-        if (map->c.key_lens[i] == key_len && memcmp(map->c.keys[i], key, key_len) == 0)
-            return &map->c.items[i];
+    if (!map->c.index) {
+        for (size_t i = 0; i < map->c.n; i++)
+            if (map->c.key_lens[i] == key_len && memcmp(map->c.keys[i], key, key_len) == 0)
+                return &map->c.items[i];
+        return NULL;
+    }
+    size_t mask = map->c.index_cap - 1;
+    for (size_t i = (size_t)key_hash(key, key_len) & mask; map->c.index[i]; i = (i + 1) & mask) {
+        size_t pos = map->c.index[i] - 1;
+        if (map->c.key_lens[pos] == key_len && memcmp(map->c.keys[pos], key, key_len) == 0)
+            return &map->c.items[pos];
+    }
     return NULL;
 }
 
@@ -144,6 +186,14 @@ struct gw_value *gw_value_map_set(struct gw_value *map, const char *key, size_t 
     }
     map->c.key_lens[i] = key_len;
     map->c.items[i] = GW_VALUE_INIT_NULL;
+    if (map->c.index) {
+        if (map->c.n * 2 > map->c.index_cap)
+            index_rebuild(map, map->c.index_cap * 2);
+        else
+            index_put(map, i);
+    } else if (map->c.n > INDEX_MIN) {
+        index_rebuild(map, 4 * INDEX_MIN);
+    }
     return &map->c.items[i];
 }
 
@@ -156,6 +206,8 @@ const struct gw_value *gw_value_map_get(const struct gw_value *map, const char *
 
 size_t gw_value_count(const struct gw_value *v)
 {
+    if (!v)
+        return 0;
     return v->type == GW_VALUE_MAP || v->type == GW_VALUE_ARRAY ? v->c.n : 0;
 }
 

@@ -42,6 +42,9 @@ struct gw_value {
             char **keys;            /* MAP only: keys[i] (NUL-terminated) names items[i] */
             size_t *key_lens;
             size_t n, cap;
+            uint32_t *index;        /* MAP only, built once it has more than a few keys: a hash
+                                       table of item positions + 1 (0 = empty), index_cap slots */
+            size_t index_cap;
         } c;
     };
 };
@@ -90,7 +93,8 @@ struct gw_value *gw_value_map_set(struct gw_value *map, const char *key, size_t 
 /* Looks a key up; NULL if absent or map is not a map. */
 const struct gw_value *gw_value_map_get(const struct gw_value *map, const char *key);
 
-/* Number of entries of a map or array; 0 for anything else. */
+/* Number of entries of a map or array; 0 for anything else, and for NULL (so the result of a
+ * gw_value_map_get() for an optional key can be passed straight in). */
 size_t gw_value_count(const struct gw_value *v);
 
 /* Numeric view: 0, or GW_EPSON_TYPE if v is not a number. */

@@ -19,168 +19,17 @@ every 4 ms) against iotmp-broker, with real outages and real SIGKILLs. Issue 7's
 already delivered. The test reads the file directly (sqlite3) after every kill.
 Exit 0 pass, 1 fail, 77 skip (binaries not built).
 """
-import json
 import os
 import random
-import signal
-import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 
-BUILD = os.environ.get("GW_BUILD_DIR", "build")
-SRC = os.environ.get("GW_SOURCE_DIR", ".")
-GATEWAYD = os.path.join(BUILD, "gateway/daemon/iotmp-gatewayd")
-BROKER = os.path.join(BUILD, "tests/broker/iotmp-broker")
-USER, DEVICE, PASSWORD = "demo", "gw1", "s3cret"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from gwtest import BROKER, GATEWAYD, Env, log  # noqa: E402
 
-
-def log(*a):
-    print(time.strftime("%H:%M:%S"), *a, flush=True)
-
-
-class Env:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="gw-forward-")
-        self.broker = None
-        self.gw = None
-        self.http = None
-        self.tcp = None
-        with open(os.path.join(self.dir, "creds"), "w") as f:
-            f.write(f"{USER} {DEVICE} {PASSWORD}\n")
-        secret = os.path.join(self.dir, "secret")
-        with open(secret, "w") as f:
-            f.write(PASSWORD + "\n")
-        os.chmod(secret, 0o600)
-        os.makedirs(os.path.join(self.dir, "adapters.d"))
-        with open(os.path.join(self.dir, "adapters.d", "sim.json"), "w") as f:
-            json.dump({"type": "sim", "name": "s", "points": [
-                {"name": "counter", "kind": "counter", "interval_ms": 4}]}, f)
-
-    # --- broker ---
-    def start_broker(self):
-        args = [BROKER, "--tcp-port", str(self.tcp or 0), "--tls-port", "-1",
-                "--http-port", str(self.http or 0), "--credentials",
-                os.path.join(self.dir, "creds"), "--db", os.path.join(self.dir, "broker.db"),
-                "--log-level", "warn"]
-        self.broker = subprocess.Popen(args, stdout=subprocess.PIPE,
-                                       stderr=open(os.path.join(self.dir, "broker.log"), "a"),
-                                       text=True)
-        line = self.broker.stdout.readline()
-        if "ready" not in line:
-            raise RuntimeError("broker did not start: " + line)
-        ports = dict(kv.split("=") for kv in line.split()[2:])
-        self.tcp, self.http = int(ports["tcp"]), int(ports["http"])
-
-    def kill_broker(self):
-        self.broker.send_signal(signal.SIGKILL)
-        self.broker.wait()
-        self.broker = None
-
-    def control(self, path, body=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http}/_control/{path}",
-                                     data=json.dumps(body or {}).encode(), method="POST")
-        return json.load(urllib.request.urlopen(req, timeout=5))
-
-    def rest(self, path, timeout=10):
-        url = f"http://127.0.0.1:{self.http}/v3/users/{USER}/{path}"
-        return json.load(urllib.request.urlopen(url, timeout=timeout))
-
-    # --- gateway ---
-    def write_gateway_config(self, replay_rate):
-        cfg = {
-            "uplink": {"url": f"iotmp://127.0.0.1:{self.tcp}", "user": USER, "device": DEVICE,
-                       "password_file": os.path.join(self.dir, "secret"), "keepalive": 10,
-                       "reconnect_max": 1, "connect_timeout": 5},
-            "store": {"path": os.path.join(self.dir, "store.db"), "commit_ms": 100,
-                      "replay_rate": replay_rate, "budget_mb": 256},
-            "record": [{"bucket": "samples", "resources": ["s/counter"], "interval_ms": 4}],
-            "adapters_dir": os.path.join(self.dir, "adapters.d"),
-        }
-        with open(os.path.join(self.dir, "gateway.json"), "w") as f:
-            json.dump(cfg, f)
-
-    def start_gateway(self):
-        self.gw = subprocess.Popen([GATEWAYD, "--schema-dir", os.path.join(SRC, "schema"), "-c",
-                                    os.path.join(self.dir, "gateway.json")],
-                                   stdout=subprocess.DEVNULL,
-                                   stderr=open(os.path.join(self.dir, "gateway.log"), "a"))
-
-    def wait_connected(self, timeout=30):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                if any(d["device"] == DEVICE for d in self.rest("devices")):
-                    return True
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("gateway did not connect")
-
-    def store_state(self):
-        return self.rest(f"devices/{DEVICE}/resources/$gateway/store")
-
-    def wait_drained(self, timeout=120):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                st = self.store_state()
-                if st["depth"] <= 50 and st["inflight"] == 0:  # live rows keep coming
-                    return st
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            time.sleep(0.25)
-        raise RuntimeError("store did not drain")
-
-    def stop_gateway(self):
-        if self.gw:
-            self.gw.send_signal(signal.SIGTERM)
-            try:
-                self.gw.wait(10)
-            except subprocess.TimeoutExpired:
-                self.gw.kill()
-                self.gw.wait()
-            self.gw = None
-
-    def kill_gateway(self):
-        self.gw.send_signal(signal.SIGKILL)
-        self.gw.wait()
-        self.gw = None
-
-    def store_ids(self):
-        """Row ids committed in the store file, and the integrity check's verdict."""
-        db = sqlite3.connect(os.path.join(self.dir, "store.db"), timeout=10)
-        ok = db.execute("PRAGMA integrity_check").fetchone()[0]
-        ids = {r[0] for r in db.execute("SELECT id FROM queue")}
-        db.close()
-        return ids, ok
-
-    def bucket_ids(self):
-        rows, after = [], 0
-        while True:  # pages of at most 100,000 rows, in order of arrival
-            page = self.rest(f"buckets/samples/data?after={after}&limit=100000", timeout=60)
-            rows += page
-            if len(page) < 100000:
-                break
-            after = page[-1]["seq"]
-        seq = []
-        epochs = set()
-        for r in rows:
-            uid = r["data"]["_id"]
-            epoch, num = uid.rsplit("-", 1)
-            epochs.add(epoch)
-            seq.append((int(num), r["data"]["ts"]))
-        return seq, epochs
-
-    def cleanup(self):
-        for p in (self.gw, self.broker):
-            if p and p.poll() is None:
-                p.kill()
-                p.wait()
-
+RECORD = [{"bucket": "samples", "resources": ["s/counter"], "interval_ms": 4}]
+SIM = {"type": "sim", "name": "s", "points": [{"name": "counter", "kind": "counter",
+                                                "interval_ms": 4}]}
 
 def check_delivery(env, accepted, out_of_order_ok=False):
     seq, epochs = env.bucket_ids()
@@ -206,8 +55,9 @@ def check_delivery(env, accepted, out_of_order_ok=False):
 def run_outage(seconds):
     env = Env()
     try:
+        env.write_adapter("sim.json", SIM)
         env.start_broker()
-        env.write_gateway_config(replay_rate=2500)
+        env.write_gateway_config(replay_rate=2500, record=RECORD)
         env.start_gateway()
         env.wait_connected()
         time.sleep(2)
@@ -260,8 +110,9 @@ def run_kill(n):
     env = Env()
     rng = random.Random(int(os.environ.get("GW_SEED", time.time())))
     try:
+        env.write_adapter("sim.json", SIM)
         env.start_broker()
-        env.write_gateway_config(replay_rate=0)
+        env.write_gateway_config(replay_rate=0, record=RECORD)
         env.start_gateway()
         env.wait_connected()
         accepted = set()

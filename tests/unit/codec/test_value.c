@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 START_TEST(test_value_map_set_replaces_in_place)
@@ -17,6 +18,8 @@ START_TEST(test_value_map_set_replaces_in_place)
     ck_assert_str_eq(m.c.keys[0], "a");
     ck_assert_str_eq(gw_value_map_get(&m, "a")->s.p, "one again");
     ck_assert_ptr_null(gw_value_map_get(&m, "zz"));
+    ck_assert_uint_eq(gw_value_count(gw_value_map_get(&m, "zz")), 0); /* optional key absent */
+    ck_assert_ptr_null(gw_value_map_get(NULL, "a"));
     gw_value_fini(&m);
     ck_assert_int_eq(m.type, GW_VALUE_NULL);
 }
@@ -107,6 +110,57 @@ START_TEST(test_value_keys_with_nul)
 }
 END_TEST
 
+/* Large maps use a hash index: every key found, replacement in place, duplicates last-wins. */
+START_TEST(test_value_large_map_index)
+{
+    struct gw_value m = gw_value_map();
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        *gw_value_map_set(&m, key, strlen(key)) = gw_value_uint((uint64_t)i);
+    }
+    *gw_value_map_set(&m, "k17", 3) = gw_value_cstr("replaced");
+    ck_assert_uint_eq(gw_value_count(&m), 5000);
+    ck_assert_str_eq(m.c.keys[17], "k17"); /* position kept */
+    ck_assert_str_eq(gw_value_map_get(&m, "k17")->s.p, "replaced");
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        const struct gw_value *v = gw_value_map_get(&m, key);
+        ck_assert_ptr_nonnull(v);
+        if (i != 17)
+            ck_assert_uint_eq(v->u, (uint64_t)i);
+    }
+    ck_assert_ptr_null(gw_value_map_get(&m, "k5000"));
+
+    /* Encoded with a duplicate of every key appended: decoding keeps 5000 keys, the last values. */
+    static uint8_t buf[1 << 17];
+    struct gw_pson_writer w;
+    gw_pson_writer_init(&w, buf, sizeof buf);
+    gw_pson_put_map(&w, 10000);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        gw_pson_put_cstr(&w, key);
+        gw_pson_put_uint(&w, 1);
+    }
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        gw_pson_put_cstr(&w, key);
+        gw_pson_put_uint(&w, 2);
+    }
+    ck_assert(gw_pson_writer_ok(&w));
+    struct gw_value d;
+    ck_assert_int_eq(gw_value_decode(buf, w.len, &d), (int)w.len);
+    ck_assert_uint_eq(gw_value_count(&d), 5000);
+    ck_assert_uint_eq(gw_value_map_get(&d, "k4999")->u, 2);
+    struct gw_value copy;
+    gw_value_copy(&copy, &d);
+    ck_assert(gw_value_equal(&copy, &d));
+    gw_value_fini(&copy);
+    gw_value_fini(&d);
+    gw_value_fini(&m);
+}
+END_TEST
+
 static Suite *value_suite(void)
 {
     Suite *s = suite_create("value");
@@ -117,6 +171,7 @@ static Suite *value_suite(void)
     tcase_add_test(tc, test_value_decode_duplicate_keys_last_wins);
     tcase_add_test(tc, test_value_decode_failure_releases_everything);
     tcase_add_test(tc, test_value_keys_with_nul);
+    tcase_add_test(tc, test_value_large_map_index);
     suite_add_tcase(s, tc);
     return s;
 }
