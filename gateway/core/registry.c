@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct gw_sub {
     struct gw_sub *next;
@@ -45,8 +46,12 @@ struct gw_res {
     struct gw_sub *subs;
 };
 
+const uint64_t gw_registry_lat_bounds_us[GW_REGISTRY_LAT_BUCKETS] = {
+    100, 500, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, UINT64_MAX};
+
 struct gw_registry {
     struct gw_loop *loop;
+    struct gw_registry_stats stats;
     struct gw_res **by_name; /* open addressing, size cap (power of two) */
     struct gw_res **by_id;
     size_t cap, count;
@@ -60,6 +65,7 @@ struct gw_call {
     struct gw_value input, params;
     gw_call_done_fn done;
     void *arg;
+    uint64_t start_us;
     bool cancelled;
     /* The answer, filled by reply/fail on any thread, consumed on the loop thread. */
     int rc;
@@ -360,9 +366,29 @@ void gw_registry_describe_one(struct gw_res *r, struct gw_pson_writer *w)
 
 /* --- Calls --- */
 
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void count_call(struct gw_registry_stats *st, int rc, bool cancelled, uint64_t us)
+{
+    struct gw_registry_outcome *o = rc == 0 ? &st->ok : &st->failed;
+    o->count++;
+    o->sum_us += us;
+    for (int i = 0; i < GW_REGISTRY_LAT_BUCKETS; i++)
+        if (us <= gw_registry_lat_bounds_us[i])
+            o->buckets[i]++;
+    if (cancelled)
+        st->cancelled++;
+}
+
 static void call_finish(void *arg)
 {
     struct gw_call *c = arg;
+    count_call(&c->reg->stats, c->rc, c->cancelled, now_us() - c->start_us);
     if (!c->cancelled)
         c->done(c->arg, c->rc, c->has_out ? &c->out : NULL, c->msg ? c->msg : "");
     gw_value_fini(&c->input);
@@ -391,6 +417,7 @@ struct gw_call *gw_registry_call(struct gw_registry *reg, struct gw_res *res,
     }
     c->done = done;
     c->arg = arg;
+    c->start_us = now_us();
     if (res->removed) {
         gw_call_fail(c, GW_ERESOURCE, "resource \"%s\" was removed", res->name);
         return c;
@@ -457,6 +484,7 @@ struct publish {
 static void publish_task(void *arg)
 {
     struct publish *p = arg;
+    p->reg->stats.publishes++;
     struct gw_res *r = gw_registry_find_id(p->reg, p->id);
     if (r && p->stale_only) {
         r->stale = true;
@@ -529,4 +557,10 @@ void gw_sub_free(struct gw_sub *sub)
     struct gw_res *res = sub->res;
     free(sub);
     res_unref(res);
+}
+
+void gw_registry_get_stats(const struct gw_registry *reg, struct gw_registry_stats *out)
+{
+    *out = reg->stats;
+    out->resources = reg->count;
 }

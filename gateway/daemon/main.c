@@ -11,6 +11,8 @@
  */
 #include "adapter_table.h"
 #include "forward.h"
+#include "health.h"
+#include "metrics.h"
 #include "gw/config.h"
 #include "gw/error.h"
 #include "gw/log.h"
@@ -98,6 +100,8 @@ struct daemon {
     struct gw_store *store;
     struct gw_session *session;
     struct gw_forward *forward;
+    struct gw_health_src health;
+    struct gw_metrics *metrics;
     struct gw_timer *exit_timer;
     bool stopping;
     struct gw_settings *settings;
@@ -342,6 +346,7 @@ static void on_reload(void *arg, int signo)
     d->settings = s;
     d->inst = in;
     d->n_inst = s->n_adapters;
+    d->health.adapters = d->n_inst;
     if (start_instances(d->inst, d->n_inst) < 0)
         gw_log_err("reload: some adapters did not start; see the lines above");
     if (!d->opt.log_level && s->log_level > 0)
@@ -425,6 +430,13 @@ static int start_uplink(struct daemon *d)
     free(recs);
     if (rc < 0)
         return EXIT_RUNTIME;
+    d->health = (struct gw_health_src){.reg = d->reg, .session = d->session, .store = d->store,
+                                       .adapters = d->n_inst};
+    if (gw_health_register(&d->health) < 0)
+        gw_log_warn("cannot register $gateway/health");
+    if (s->metrics_listen && gw_metrics_start(d->loop, s->metrics_listen, &d->health,
+                                              &d->metrics) < 0)
+        return EXIT_RUNTIME;
     rc = gw_session_start(d->session);
     if (rc < 0) {
         gw_log_err("uplink: cannot start: %s", gw_strerror(rc));
@@ -486,6 +498,8 @@ static int cmd_run(const struct options *o)
                       d.settings->url);
         gw_loop_run(d.loop);
     }
+    gw_metrics_stop(d.metrics);
+    gw_registry_remove_owner(d.reg, &d.health);
     gw_forward_free(d.forward);
     gw_session_free(d.session);
     gw_timer_free(d.exit_timer);

@@ -330,6 +330,7 @@ int gw_settings_load(const char *gateway_file, const char *adapters_dir_override
     }
     s->log_level = gw_log_level_parse(get_str(lg, "level", "info"));
     s->log_frames = get_bool(lg, "frames", false);
+    s->metrics_listen = dup_str(json_object_get(root, "metrics"), "listen", NULL);
     s->adapters_dir = gw_strdup(adapters_dir_override ? adapters_dir_override
                                                       : get_str(root, "adapters_dir",
                                                                 "/etc/iotmp-gateway/adapters.d"));
@@ -408,6 +409,7 @@ void gw_settings_free(struct gw_settings *s)
     free(s->cert_file);
     free(s->key_file);
     free(s->store_path);
+    free(s->metrics_listen);
     free(s->adapters_dir);
     free(s);
 }

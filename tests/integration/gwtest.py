@@ -72,7 +72,7 @@ class Env:
         return json.load(urllib.request.urlopen(url, timeout=timeout))
 
     # --- gateway ---
-    def write_gateway_config(self, replay_rate=0, record=None):
+    def write_gateway_config(self, replay_rate=0, record=None, extra=None):
         cfg = {
             "uplink": {"url": f"iotmp://127.0.0.1:{self.tcp}", "user": USER, "device": DEVICE,
                        "password_file": os.path.join(self.dir, "secret"), "keepalive": 10,
@@ -82,6 +82,7 @@ class Env:
             "record": record or [],
             "adapters_dir": os.path.join(self.dir, "adapters.d"),
         }
+        cfg.update(extra or {})
         with open(os.path.join(self.dir, "gateway.json"), "w") as f:
             json.dump(cfg, f)
 

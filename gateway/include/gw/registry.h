@@ -136,4 +136,25 @@ typedef void (*gw_sub_fn)(void *arg, struct gw_res *res, const struct gw_value *
 struct gw_sub *gw_res_subscribe(struct gw_res *res, gw_sub_fn fn, void *arg);
 void gw_sub_free(struct gw_sub *sub);
 
+/* --- Statistics --- */
+
+#define GW_REGISTRY_LAT_BUCKETS 10
+/* Upper bounds of the latency buckets in microseconds (the last is +Inf). */
+extern const uint64_t gw_registry_lat_bounds_us[GW_REGISTRY_LAT_BUCKETS];
+
+struct gw_registry_outcome {
+    uint64_t count;
+    uint64_t sum_us;                              /* total latency */
+    uint64_t buckets[GW_REGISTRY_LAT_BUCKETS];    /* cumulative: calls at or below bound i */
+};
+
+struct gw_registry_stats {
+    struct gw_registry_outcome ok, failed;        /* calls that ended (cancelled ones included) */
+    uint64_t cancelled;
+    uint64_t publishes;
+    size_t resources;
+};
+
+void gw_registry_get_stats(const struct gw_registry *reg, struct gw_registry_stats *out);
+
 #endif

@@ -53,6 +53,7 @@ struct gw_settings {
     /* recordings ("record") */
     struct gw_settings_recording *recordings;
     size_t n_recordings;
+    char *metrics_listen;       /* NULL = no metrics endpoint */
     /* logging */
     int log_level;
     bool log_frames;

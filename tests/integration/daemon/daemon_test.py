@@ -6,6 +6,10 @@
                             dropping the uplink session (same connection at the broker); SIGHUP
                             with an invalid one is refused, logged, and changes nothing; 10 more
                             reloads leave the fd count unchanged.
+  daemon_test.py metrics    the metrics endpoint parses with the Prometheus text parser
+                            (python3-prometheus-client), shows the uplink ready and the right
+                            resource count, agrees with $gateway/health read through the broker,
+                            and answers 404 elsewhere.
   daemon_test.py describe   a sim instance with 10,000 resources: DESCRIBE of all of them through
                             the broker is complete and correct; prints the time and the RSS.
 Exit 0 pass, 1 fail, 77 skip (binaries not built).
@@ -136,6 +140,69 @@ def run_describe(count):
         env.cleanup()
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_metrics():
+    import urllib.error
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    env = Env()
+    failures = []
+
+    def check(cond, what):
+        log(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            failures.append(what)
+
+    try:
+        env.write_adapter("a.json", {"type": "sim", "name": "a", "points": [
+            {"name": "x", "kind": "memory", "value": 1}]})
+        env.start_broker()
+        port = free_port()
+        env.write_gateway_config(extra={"metrics": {"listen": f"127.0.0.1:{port}"}})
+        env.start_gateway()
+        env.wait_connected()
+        for _ in range(3):  # some calls so that the latency histogram has data
+            env.rest(f"devices/{DEVICE}/resources/a/x")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        log(f"{len(fams)} metric families parsed")
+
+        def value(name, **labels):
+            for fam in fams.values():
+                for smp in fam.samples:
+                    if smp.name == name and all(smp.labels.get(k) == v
+                                                for k, v in labels.items()):
+                        return smp.value
+            return None
+        for name in ["iotmp_gateway_info", "iotmp_gateway_uplink_connected",
+                     "iotmp_gateway_frames", "iotmp_gateway_run_calls",
+                     "iotmp_gateway_run_latency_seconds", "iotmp_gateway_store_depth",
+                     "iotmp_gateway_resident_memory_bytes", "iotmp_gateway_resources"]:
+            check(name in fams, f"family {name} present")
+        check(value("iotmp_gateway_uplink_connected") == 1, "uplink_connected is 1")
+        health = env.rest(f"devices/{DEVICE}/resources/$gateway/health")
+        check(value("iotmp_gateway_resources") == health["resources"] == 3,
+              "resources agree with $gateway/health (a/x, $gateway/store, $gateway/health)")
+        check(health["uplink"] == "ready", "$gateway/health says the uplink is ready")
+        ok_calls = value("iotmp_gateway_run_latency_seconds_count", outcome="ok")
+        check(ok_calls is not None and ok_calls >= 3, f"latency histogram counted {ok_calls} calls")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+            check(False, "404 for other paths")
+        except urllib.error.HTTPError as e:
+            check(e.code == 404, "404 for other paths")
+    finally:
+        env.cleanup()
+    log("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
+    return 1 if failures else 0
+
+
 def main():
     if not (os.path.exists(GATEWAYD) and os.path.exists(BROKER)):
         print("skip: iotmp-gatewayd or iotmp-broker not built")
@@ -143,6 +210,8 @@ def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "reload"
     if mode == "reload":
         return run_reload()
+    if mode == "metrics":
+        return run_metrics()
     return run_describe(int(sys.argv[2]) if len(sys.argv) > 2 else 10000)
 
 

@@ -4,7 +4,9 @@
 
 Serves Modbus TCP on 127.0.0.1 (--tcp PORT, 0 = any free port) or Modbus RTU on a serial device
 (--rtu PATH, e.g. one end of a socat pty pair) for the unit ids given by --units, each with all
-four tables of 65536 zeroed entries, 0-based (zero_mode). A second, plain-text control port on
+four tables of 65536 zeroed entries, 0-based (zero_mode); --limit UNIT:N shrinks one unit's tables
+to N entries so that higher addresses answer exception 2; --hole UNIT:START:COUNT leaves a run of
+that unit's holding registers unimplemented (exception 2 for any read that covers it). Unit ids not in --units get no answer. A second, plain-text control port on
 127.0.0.1 lets a test look at the datastore without going through Modbus, and tells how many
 requests arrived per unit and function code. One command per line, one answer line each:
 
@@ -23,7 +25,7 @@ import sys
 
 try:
     from pymodbus.datastore import (ModbusSequentialDataBlock, ModbusServerContext,
-                                    ModbusSlaveContext)
+                                    ModbusSlaveContext, ModbusSparseDataBlock)
     from pymodbus.server.async_io import ModbusSerialServer, ModbusTcpServer
     from pymodbus.transaction import ModbusRtuFramer, ModbusSocketFramer
 except ImportError as exc:  # the test script turns this exit code into "skipped"
@@ -46,15 +48,22 @@ class CountingContext(ModbusSlaveContext):
         return super().validate(fc_as_hex, address, count)
 
 
-def make_context(units):
+def make_context(units, limits, holes):
     slaves = {}
     for unit in units:
+        size = limits.get(unit, 65536)
+        if unit in holes:
+            start, count = holes[unit]
+            hr = ModbusSparseDataBlock({a: 0 for a in range(size)
+                                        if not start <= a < start + count})
+        else:
+            hr = ModbusSequentialDataBlock(0, [0] * size)
         slaves[unit] = CountingContext(
             unit,
-            di=ModbusSequentialDataBlock(0, [0] * 65536),
-            co=ModbusSequentialDataBlock(0, [0] * 65536),
-            ir=ModbusSequentialDataBlock(0, [0] * 65536),
-            hr=ModbusSequentialDataBlock(0, [0] * 65536),
+            di=ModbusSequentialDataBlock(0, [0] * size),
+            co=ModbusSequentialDataBlock(0, [0] * size),
+            ir=ModbusSequentialDataBlock(0, [0] * size),
+            hr=hr,
             zero_mode=True,
         )
     return ModbusServerContext(slaves=slaves, single=False)
@@ -94,7 +103,7 @@ def control_command(context, line, stop):
         if cmd == "QUIT":
             stop.set()
             return "OK"
-    except (IndexError, ValueError) as exc:
+    except (IndexError, ValueError, KeyError) as exc:
         return f"ERR {exc}"
     return f"ERR unknown command {cmd}"
 
@@ -106,11 +115,22 @@ async def main():
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--control", type=int, default=0, help="control port (0 = any)")
     ap.add_argument("--units", default="1", help="comma-separated unit ids")
+    ap.add_argument("--limit", action="append", default=[],
+                    help="UNIT:N gives that unit tables of N entries only (addresses >= N "
+                         "answer exception 2)")
+    ap.add_argument("--hole", action="append", default=[],
+                    help="UNIT:START:COUNT leaves holding registers START..START+COUNT-1 of that "
+                         "unit unimplemented (exception 2), for the gap fallback test")
     args = ap.parse_args()
     if (args.tcp is None) == (args.rtu is None):
         ap.error("give exactly one of --tcp and --rtu")
 
-    context = make_context([int(u) for u in args.units.split(",")])
+    limits = {int(u): int(n) for u, n in (spec.split(":") for spec in args.limit)}
+    holes = {}
+    for spec in args.hole:
+        u, start, count = (int(x) for x in spec.split(":"))
+        holes[u] = (start, count)
+    context = make_context([int(u) for u in args.units.split(",")], limits, holes)
     stop = asyncio.Event()
 
     async def on_control(reader, writer):
@@ -127,13 +147,15 @@ async def main():
 
     if args.tcp is not None:
         server = ModbusTcpServer(context, framer=ModbusSocketFramer,
-                                 address=("127.0.0.1", args.tcp), allow_reuse_address=True)
+                                 address=("127.0.0.1", args.tcp), allow_reuse_address=True,
+                                 ignore_missing_slaves=True)
         task = asyncio.create_task(server.serve_forever())
         await server.serving
         where = str(server.server.sockets[0].getsockname()[1])
     else:
         server = ModbusSerialServer(context, framer=ModbusRtuFramer, port=args.rtu,
-                                    baudrate=args.baud, auto_reconnect=False)
+                                    baudrate=args.baud, auto_reconnect=False,
+                                    ignore_missing_slaves=True)
         await server.start()
         task = asyncio.create_task(server.serve_forever())
         where = args.rtu

@@ -198,6 +198,13 @@ START_TEST(test_registry_call_refused_and_cancelled)
     gw_call_cancel(c);
     spin();
     ck_assert_int_eq(done_count, 1); /* the cancelled call reported nothing */
+    struct gw_registry_stats st;
+    gw_registry_get_stats(reg, &st);
+    ck_assert_uint_eq(st.failed.count, 1);  /* the refused call */
+    ck_assert_uint_eq(st.ok.count, 1);      /* the cancelled one still ended, and is counted */
+    ck_assert_uint_eq(st.cancelled, 1);
+    ck_assert_uint_eq(st.ok.buckets[GW_REGISTRY_LAT_BUCKETS - 1], 1); /* +Inf holds every call */
+    ck_assert_uint_eq(st.resources, 2);
 }
 END_TEST
 
