@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from gwtest import BROKER, GATEWAYD, Env, log  # noqa: E402
+from gwtest import BROKER, DEVICE, GATEWAYD, USER, Env, log  # noqa: E402
 
 RECORD = [{"bucket": "samples", "resources": ["s/counter"], "interval_ms": 4}]
 SIM = {"type": "sim", "name": "s", "points": [{"name": "counter", "kind": "counter",
