@@ -297,7 +297,7 @@ int gw_forward_new(struct gw_loop *loop, struct gw_registry *reg, struct gw_stor
     f->reg = reg;
     f->store = store;
     f->session = session;
-    f->cfg.window = cfg && cfg->window ? cfg->window : 32;
+    f->cfg.window = cfg && cfg->window ? cfg->window : 256;
     f->cfg.timeout_ms = cfg && cfg->timeout_ms ? cfg->timeout_ms : 10000;
     f->cfg.max_rate = cfg ? cfg->max_rate : 0;
     f->commit_timer = gw_timer_new(loop, commit_tick, f);

@@ -24,7 +24,7 @@ struct gw_recording {
 };
 
 struct gw_forward_config {
-    unsigned window;            /* rows in flight at once (default 32) */
+    unsigned window;            /* rows in flight at once (default 256) */
     unsigned timeout_ms;        /* per-row answer timeout (default 10000) */
     unsigned max_rate;          /* rows per second sent from the store, 0 = no limit */
 };

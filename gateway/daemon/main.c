@@ -424,7 +424,8 @@ static int start_uplink(struct daemon *d)
                                         .resources = (const char **)s->recordings[i].resources,
                                         .n_resources = s->recordings[i].n_resources,
                                         .interval_ms = s->recordings[i].interval_ms};
-    struct gw_forward_config fc = {.max_rate = s->store_replay_rate};
+    struct gw_forward_config fc = {.max_rate = s->store_replay_rate,
+                                   .window = s->store_replay_window};
     rc = gw_forward_new(d->loop, d->reg, d->store, d->session, &fc, recs, s->n_recordings,
                         &d->forward);
     free(recs);

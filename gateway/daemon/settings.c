@@ -315,6 +315,7 @@ int gw_settings_load(const char *gateway_file, const char *adapters_dir_override
     s->store_commit_ms = (unsigned)get_int(st, "commit_ms", 250);
     s->store_commit_rows = (unsigned)get_int(st, "commit_rows", 500);
     s->store_replay_rate = (unsigned)get_int(st, "replay_rate", 0);
+    s->store_replay_window = (unsigned)get_int(st, "replay_window", 256);
     json_t *recs = json_object_get(root, "record");
     s->n_recordings = json_array_size(recs);
     s->recordings = gw_calloc(s->n_recordings + 1, sizeof *s->recordings);

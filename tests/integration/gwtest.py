@@ -157,10 +157,10 @@ class Env:
         db.close()
         return ids, ok
 
-    def bucket_ids(self):
+    def bucket_ids(self, bucket="samples"):
         rows, after = [], 0
         while True:  # pages of at most 100,000 rows, in order of arrival
-            page = self.rest(f"buckets/samples/data?after={after}&limit=100000", timeout=60)
+            page = self.rest(f"buckets/{bucket}/data?after={after}&limit=100000", timeout=60)
             rows += page
             if len(page) < 100000:
                 break

@@ -50,6 +50,7 @@ struct gw_settings {
     bool store_sync_full, store_refuse_new;
     uint64_t store_budget_bytes;
     unsigned store_max_age_s, store_commit_ms, store_commit_rows, store_replay_rate;
+    unsigned store_replay_window;
     /* recordings ("record") */
     struct gw_settings_recording *recordings;
     size_t n_recordings;
