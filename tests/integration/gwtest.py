@@ -135,14 +135,19 @@ class Env:
         return -1
 
     def stop_gateway(self):
+        """SIGTERM, as systemd stops it; returns the exit status (0 = clean; under ASan a leak
+        or a sanitizer report makes it non-zero)."""
+        rc = None
         if self.gw:
             self.gw.send_signal(signal.SIGTERM)
             try:
-                self.gw.wait(10)
+                rc = self.gw.wait(20)
             except subprocess.TimeoutExpired:
                 self.gw.kill()
                 self.gw.wait()
+                rc = "timeout"
             self.gw = None
+        return rc
 
     def kill_gateway(self):
         self.gw.send_signal(signal.SIGKILL)

@@ -28,7 +28,8 @@ check "session ready once the broker accepts again" wait_line "$GW_OUT" '^STATE 
 check "calls work" wait_connected 5
 STATS=$(gw_stats)
 echo "     $STATS"
-check "attempts counted as connect failures" jq -e '.connect_failures >= 5 and .sessions == 1' <<<"$STATS" >/dev/null
+counted() { jq -e '.connect_failures >= 5 and .sessions == 1' <<<"$STATS" >/dev/null; }
+check "attempts counted as connect failures" counted
 gw_cmd quit
 stop_broker
 
@@ -37,8 +38,8 @@ PORT=$TCP_PORT
 start_gw gw-none --url "iotmp://127.0.0.1:$PORT" --backoff-min 200 --backoff-max 400
 check "refused connects are retried" wait_count "$GW_OUT" '^STATE connecting' 4 5
 check "the log names the refusal" grep -q 'Connection refused' "$GW_LOG"
-check "back-off capped at backoff_max (+20 %)" \
-    jq -e '.last_backoff_ms <= 480' <<<"$(gw_stats)" >/dev/null
+capped() { jq -e '.last_backoff_ms <= 480' <<<"$(gw_stats)" >/dev/null; }
+check "back-off capped at backoff_max (+20 %)" capped
 gw_cmd quit
 
 # A peer that accepts TCP but never answers: the connect timeout ends the attempt.
@@ -49,7 +50,8 @@ print(s.getsockname()[1], flush=True)
 conns = []
 while True:
     c, _ = s.accept(); conns.append(c)
-')
+' 2>/dev/null)
+PIDS+=("$!")
 read -r -u 8 MUTE_PORT
 start_gw gw-mute --url "iotmp://127.0.0.1:$MUTE_PORT" --connect-timeout 700
 check "a silent peer ends in GW_ETIMEDOUT" wait_line "$GW_OUT" '^STATE backoff .*reason=GW_ETIMEDOUT' 5 "$GW_PID"

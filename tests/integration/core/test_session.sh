@@ -72,8 +72,8 @@ N=$(jq '.samples | length' "$T/stream100.json")
 echo "     100 ms stream: $N samples, mean gap $MEAN ms"
 in_band() { jq -e -n "$MEAN >= 90 and $MEAN <= 110" >/dev/null; }
 check "stream samples arrive every 100 ms (+-10 %)" in_band
-check "stream samples are increasing counter values" \
-    jq -e '[.samples[].data] | . == (sort) and length >= 10' "$T/stream100.json" >/dev/null
+increasing() { jq -e '[.samples[].data] | . == (sort) and length >= 10' "$T/stream100.json" >/dev/null; }
+check "stream samples are increasing counter values" increasing
 api DELETE "$D/streams/$SID"
 check "STOP_STREAM answered" status_is 200
 
@@ -88,7 +88,8 @@ api GET "$D/streams/$EID?after=0&wait=500"
 check "event stream delivers each change (41, 42, 43)" ok_and '[.samples[].data] == [41,42,43]'
 
 STATS=$(gw_stats)
-check "one stream open in the gateway" jq -e '.streams_open == 1' <<<"$STATS" >/dev/null
+one_open() { jq -e '.streams_open == 1' <<<"$STATS" >/dev/null; }
+check "one stream open in the gateway" one_open
 
 # --- dead link ---
 T0=$(gw_mark)
@@ -101,8 +102,8 @@ echo "     dead link detected $((T1 - T0)) ms after the freeze (keep-alive $KA s
 check "dead link noticed within 2 x keep-alive" test $((T1 - T0)) -le $((2 * KA * 1000 + KA * 125 + 50))
 check "reconnected after the dead link" wait_count "$GW_OUT" '^STATE ready' 2 10
 STATS=$(gw_stats)
-check "streams are forgotten on reconnect (the server re-arms them)" \
-    jq -e '.streams_open == 0 and .dead_links == 1 and .sessions == 2' <<<"$STATS" >/dev/null
+forgotten() { jq -e '.streams_open == 0 and .dead_links == 1 and .sessions == 2' <<<"$STATS" >/dev/null; }
+check "streams are forgotten on reconnect (the server re-arms them)" forgotten
 api POST "/_control/devices/u1/d1/unfreeze" ''
 wait_connected 5
 api GET "$D/resources/sensors/temp"

@@ -104,6 +104,8 @@ def run_reload():
         fds1 = fd_count(env.gateway_pid())
         check(fds1 == fds0, f"10 reloads: fd count {fds0} -> {fds1}")
         check(connection(env) == before, "after 11 more reloads: still the same connection")
+        rc = env.stop_gateway()
+        check(rc == 0, f"SIGTERM: clean exit (status {rc})")
     finally:
         env.cleanup()
     log("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
@@ -197,6 +199,8 @@ def run_metrics():
             check(False, "404 for other paths")
         except urllib.error.HTTPError as e:
             check(e.code == 404, "404 for other paths")
+        rc = env.stop_gateway()
+        check(rc == 0, f"SIGTERM: clean exit (status {rc})")
     finally:
         env.cleanup()
     log("PASS" if not failures else f"FAIL: {len(failures)} check(s)")

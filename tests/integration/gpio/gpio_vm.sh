@@ -143,6 +143,16 @@ else
     bins="$daemon $broker $(command -v curl)"
 fi
 chmod +x "$r/test/run"
+# libwebsockets loads its event-library plugins (the test broker runs on libev) with dlopen from
+# its libdir: bring them along when a program links libwebsockets.
+if for b in $bins; do ldd "$b"; done | grep -q libwebsockets; then
+    for plugin in /usr/lib/x86_64-linux-gnu/libwebsockets-evlib_*.so; do
+        [ -e "$plugin" ] || continue
+        mkdir -p "$r$(dirname "$plugin")"
+        cp -L "$plugin" "$r$plugin"
+        bins="$bins $plugin"
+    done
+fi
 # Dynamic libraries as ldd lists them (and the loader), at the same paths.
 for b in $bins; do ldd "$b"; done | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) .*/\1/p' | sort -u | while read -r lib; do
     mkdir -p "$r$(dirname "$lib")"

@@ -112,6 +112,7 @@ kill -TERM $BP
 wait $BP
 if [ $fails -ne 0 ]; then
     echo "# daemon log:"; sed 's/^/#   /' $T/daemon.log | tail -n 30
+    echo "# broker stdout and log:"; sed 's/^/#   /' $T/broker.out $T/broker.log | tail -n 30
 fi
 echo "1..$n"
 exit $fails

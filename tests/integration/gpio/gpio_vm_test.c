@@ -7,7 +7,8 @@
  *   outputs set and read back (sim_gpioN/value), active-low, initial and safe values, pulse;
  *   inputs following pull-up / pull-down written to sim_gpioN/pull (active-low too);
  *   rising and falling edges streamed to a subscriber, with kernel timestamps;
- *   debounce suppressing a burst of toggles, and turning a burst that ends elsewhere into one change;
+ *   debounce suppressing a burst of toggles, and turning a burst that ends elsewhere into one
+ *   change;
  *   the edge counter and its reset; bad input: missing chip, missing line name, offset beyond the
  *   chip, a line held by another process (and recovery once it is released), a write to an input.
  * Output is TAP ("ok N - what"); the exit code is the number of failures (0 = all passed).
