@@ -247,6 +247,11 @@ static int sim_start(void *state)
                          gw_strerror(rc));
             return rc;
         }
+        if (p->value.type != GW_VALUE_NULL) { /* the initial value is known at once */
+            struct gw_value pub;
+            gw_value_copy(&pub, &p->value);
+            gw_registry_publish(s->host->registry, p->id, &pub, gw_loop_wall_ms());
+        }
         if (p->kind != K_MEMORY && p->interval_ms) {
             p->timer = gw_timer_new(s->host->loop, point_tick, p);
             gw_timer_start(p->timer, p->interval_ms);
