@@ -82,6 +82,18 @@ static void point_init(struct sim *s, struct point *p, const char *name, enum ki
         p->value = k == K_MEMORY ? GW_VALUE_INIT_NULL : gw_value_double(p->min);
 }
 
+/* Releases the points and the state (timers and pending answers must be gone already). */
+static void sim_free(struct sim *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->points[i].name);
+        free(s->points[i].unit);
+        gw_value_fini(&s->points[i].value);
+    }
+    free(s->points);
+    free(s);
+}
+
 static int sim_create(const struct gw_host *host, const struct gw_value *config, void **state)
 {
     struct sim *s = gw_calloc(1, sizeof *s);
@@ -106,13 +118,7 @@ static int sim_create(const struct gw_host *host, const struct gw_value *config,
                 char ptr[64];
                 snprintf(ptr, sizeof ptr, "/points/%zu/name", i);
                 host->config_error(host, ptr, "point name \"%s\" is used twice", name);
-                for (size_t q = 0; q < s->n; q++) {
-                    free(s->points[q].name);
-                    free(s->points[q].unit);
-                    gw_value_fini(&s->points[q].value);
-                }
-                free(s->points);
-                free(s);
+                sim_free(s);
                 return GW_ECONFIG;
             }
         }
@@ -121,13 +127,7 @@ static int sim_create(const struct gw_host *host, const struct gw_value *config,
             snprintf(ptr, sizeof ptr, "/points/%zu/max", i);
             host->config_error(host, ptr, "max %g is below min %g", num(pc, "max", 100),
                                num(pc, "min", 0));
-            for (size_t q = 0; q < s->n; q++) {
-                free(s->points[q].name);
-                free(s->points[q].unit);
-                gw_value_fini(&s->points[q].value);
-            }
-            free(s->points);
-            free(s);
+            sim_free(s);
             return GW_ECONFIG;
         }
         point_init(s, &s->points[s->n++], name, k, pc);
@@ -277,13 +277,7 @@ static void sim_destroy(void *state)
 {
     struct sim *s = state;
     sim_stop(s);
-    for (size_t i = 0; i < s->n; i++) {
-        free(s->points[i].name);
-        free(s->points[i].unit);
-        gw_value_fini(&s->points[i].value);
-    }
-    free(s->points);
-    free(s);
+    sim_free(s);
 }
 
 const struct gw_adapter_ops gw_sim_adapter = {

@@ -23,6 +23,22 @@ def log(*a):
     print(time.strftime("%H:%M:%S"), *a, flush=True)
 
 
+class Checks:
+    """Named checks: each is logged as ok/FAIL; failed() tells whether any failed."""
+
+    def __init__(self):
+        self.failures = []
+
+    def __call__(self, cond, what):
+        log(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            self.failures.append(what)
+
+    def verdict(self):
+        log("PASS" if not self.failures else f"FAIL: {len(self.failures)} check(s)")
+        return 1 if self.failures else 0
+
+
 class Env:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="gwtest-")

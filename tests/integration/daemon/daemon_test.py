@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from gwtest import BROKER, DEVICE, GATEWAYD, Env, log  # noqa: E402
+from gwtest import BROKER, DEVICE, GATEWAYD, Checks, Env, log  # noqa: E402
 
 
 def describe(env):
@@ -46,12 +46,7 @@ def fd_count(pid):
 
 def run_reload():
     env = Env()
-    failures = []
-
-    def check(cond, what):
-        log(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            failures.append(what)
+    check = Checks()
 
     try:
         env.write_adapter("a.json", {"type": "sim", "name": "a", "points": [
@@ -108,8 +103,7 @@ def run_reload():
         check(rc == 0, f"SIGTERM: clean exit (status {rc})")
     finally:
         env.cleanup()
-    log("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
-    return 1 if failures else 0
+    return check.verdict()
 
 
 def run_describe(count):
@@ -154,12 +148,7 @@ def run_metrics():
     import urllib.request
     from prometheus_client.parser import text_string_to_metric_families
     env = Env()
-    failures = []
-
-    def check(cond, what):
-        log(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            failures.append(what)
+    check = Checks()
 
     try:
         env.write_adapter("a.json", {"type": "sim", "name": "a", "points": [
@@ -203,8 +192,7 @@ def run_metrics():
         check(rc == 0, f"SIGTERM: clean exit (status {rc})")
     finally:
         env.cleanup()
-    log("PASS" if not failures else f"FAIL: {len(failures)} check(s)")
-    return 1 if failures else 0
+    return check.verdict()
 
 
 def main():

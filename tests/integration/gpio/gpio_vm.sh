@@ -65,7 +65,10 @@ fi
 [ -d "/usr/src/linux-headers-$kver" ] || { say "linux-headers-$kver missing after apt-get install"; exit 1; }
 
 # --- 2. kernel image and gpio-sim source (cached) -------------------------------------------------
-mkdir -p "$cache/deb"
+if ! mkdir -p "$cache/deb" 2>/dev/null || [ ! -w "$cache/deb" ]; then
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/iotmp-gateway-gpio   # not root: a per-user cache
+    mkdir -p "$cache/deb"
+fi
 # Two runs (ctest -j) may fill the cache at once: one prepares it, the other waits.
 exec 9>"$cache/.lock"
 flock 9
