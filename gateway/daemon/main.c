@@ -222,6 +222,23 @@ static int start_instances(struct instance *in, size_t n)
 
 /* --- validate --- */
 
+/* Semantic checks only an adapter can make: create() (parses, allocates, no I/O), destroy(). */
+static int check_adapters(const struct options *o, struct gw_settings *s,
+                          struct gw_diag_list *diags)
+{
+    struct daemon d = {.opt = *o, .settings = s};
+    struct instance *in = NULL;
+    int rc = GW_EIO;
+    if (gw_loop_new(&d.loop) == 0 && gw_registry_new(d.loop, &d.reg) == 0) {
+        rc = create_instances(&d, s, &in, diags);
+        if (rc == 0)
+            stop_instances(&d, in, s->n_adapters);
+    }
+    gw_registry_free(d.reg);
+    gw_loop_free(d.loop);
+    return rc;
+}
+
 static bool looks_like_adapter(const char *file)
 {
     struct gw_config_doc *doc = NULL;
@@ -245,26 +262,24 @@ static int cmd_validate(const struct options *o, int nfiles, char **files)
         worst = gw_settings_load(cfg, o->adapters_dir, o->schema_dir, &s, &diags);
         if (s)
             checked = 1 + (int)s->n_adapters;
-        /* Semantic checks only an adapter can make (create() parses, allocates, no I/O). */
-        if (worst == 0 && s) {
-            struct daemon d = {.opt = *o, .settings = s};
-            struct instance *in = NULL;
-            if (gw_loop_new(&d.loop) < 0 || gw_registry_new(d.loop, &d.reg) < 0) {
-                worst = GW_EIO;
-            } else {
-                worst = create_instances(&d, s, &in, &diags);
-                if (worst == 0)
-                    stop_instances(&d, in, s->n_adapters);
-            }
-            gw_registry_free(d.reg);
-            gw_loop_free(d.loop);
-        }
+        if (worst == 0 && s)
+            worst = check_adapters(o, s, &diags);
         gw_settings_free(s);
     } else {
         for (int i = 0; i < nfiles; i++) {
-            int rc = looks_like_adapter(files[i])
-                         ? gw_settings_load_adapter(files[i], o->schema_dir, NULL, &diags)
-                         : gw_settings_check_gateway(files[i], o->schema_dir, &diags);
+            int rc;
+            if (looks_like_adapter(files[i])) {
+                /* Schema, then the adapter's own checks, as for a whole configuration. */
+                struct gw_adapter_instance inst = {0};
+                rc = gw_settings_load_adapter(files[i], o->schema_dir, &inst, &diags);
+                if (rc == 0) {
+                    struct gw_settings one = {.adapters = &inst, .n_adapters = 1};
+                    rc = check_adapters(o, &one, &diags);
+                    gw_adapter_instance_fini(&inst);
+                }
+            } else {
+                rc = gw_settings_check_gateway(files[i], o->schema_dir, &diags);
+            }
             if (rc == GW_ECONFIG_READ || (rc < 0 && worst == 0))
                 worst = rc;
             checked++;

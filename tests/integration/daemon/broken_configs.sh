@@ -57,5 +57,14 @@ for dir in "$src"/tests/data/daemon/broken/*/; do
     fi
     if ((ok)); then pass=$((pass + 1)); else fail=$((fail + 1)); fi
 done
+# A single adapter file gets the adapter's own checks too, not only its schema.
+single=$src/tests/data/daemon/broken/13-duplicate-point-names/adapters.d/x.json
+out=$("$D" validate --schema-dir "$schema" "$single" 2>&1)
+if [ $? = 1 ] && grep -q 'point name "relay" is used twice' <<<"$out"; then
+    pass=$((pass + 1))
+else
+    echo "FAIL validate FILE: the adapter's own checks did not run: $out"
+    fail=$((fail + 1))
+fi
 echo "broken configs: $pass passed, $fail failed"
 ((fail == 0 && pass >= 20))
