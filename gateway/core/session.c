@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #define CALL_BUCKETS 256
 
@@ -418,6 +419,8 @@ static void flush_pending_samples(struct gw_session *s)
 }
 
 static void in_done(void *arg, int rc, const struct gw_value *out, const char *msg);
+static void in_done_work(struct in_call *c, int rc, const struct gw_value *out, const char *msg);
+static uint64_t now_ns(void);
 
 /* Starts one read of an interval stream's resource. */
 static void stream_sample(struct stream *st)
@@ -484,6 +487,18 @@ static void in_done(void *arg, int rc, const struct gw_value *out, const char *m
 {
     struct in_call *c = arg;
     struct gw_session *s = c->s;
+    uint64_t t0 = now_ns();
+    in_done_work(c, rc, out, msg);
+    s->stats.busy_ns += now_ns() - t0;
+    if (c->handle)
+        free(c);
+    else
+        c->done_ran = true; /* inside gw_registry_call(): in_start() frees it */
+}
+
+static void in_done_work(struct in_call *c, int rc, const struct gw_value *out, const char *msg)
+{
+    struct gw_session *s = c->s;
     in_unlink(s, c);
     switch (c->kind) {
     case IN_RUN:
@@ -511,10 +526,6 @@ static void in_done(void *arg, int rc, const struct gw_value *out, const char *m
             gw_log_info("uplink: stream input failed: %s", msg ? msg : gw_strerror(rc));
         break;
     }
-    if (c->handle)
-        free(c);
-    else
-        c->done_ran = true; /* inside gw_registry_call(): in_start() frees it */
 }
 
 /* Cancels every running incoming call (the link is gone). */
@@ -727,8 +738,10 @@ static unsigned jitter(struct gw_session *s, unsigned ms)
  * The link is gone (or never came up). delay_ms < 0: the normal back-off; otherwise that delay
  * (0 for an immediate retry after a redirect or a refused "ka").
  */
-static void link_down(struct gw_session *s, int err, const char *why, long delay_ms)
+static void link_down(struct gw_session *s, int err, const char *why_in, long delay_ms)
 {
+    char why[1024]; /* why_in may live in the transport, which is freed below */
+    snprintf(why, sizeof(why), "%s", why_in ? why_in : "");
     bool was_ready = s->st == GW_SESSION_READY;
     uint64_t now = gw_loop_now_ms();
     end_epoch(s, false);
@@ -744,6 +757,12 @@ static void link_down(struct gw_session *s, int err, const char *why, long delay
     } else {
         s->stats.connect_failures++;
         gw_log_warn("uplink: connection failed: %s", why);
+        if (s->use_redirect && delay_ms < 0) {
+            /* The redirect target did not work out: back to the configured server. */
+            s->use_redirect = false;
+            gw_log_notice("uplink: giving up the redirect target; next attempt goes to %s",
+                          s->cfg.url);
+        }
     }
     unsigned delay;
     if (delay_ms >= 0) {
@@ -854,10 +873,26 @@ static void t_on_drain(void *arg)
 }
 
 static void handle_frame(struct gw_session *s, uint64_t type, const uint8_t *body, size_t len);
+static void t_on_bytes_work(struct gw_session *s, const uint8_t *p, size_t len);
+static uint64_t now_ns(void);
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void t_on_bytes(void *arg, const uint8_t *p, size_t len)
 {
     struct gw_session *s = arg;
+    uint64_t t0 = now_ns();
+    t_on_bytes_work(s, p, len);
+    s->stats.busy_ns += now_ns() - t0;
+}
+
+static void t_on_bytes_work(struct gw_session *s, const uint8_t *p, size_t len)
+{
     uint32_t epoch = s->epoch;
     s->last_rx = gw_loop_now_ms();
     s->stats.bytes_in += len;
@@ -879,9 +914,16 @@ static void t_on_bytes(void *arg, const uint8_t *p, size_t len)
             gw_iotmp_reader_set_buffer(&s->rd, s->rbuf, s->rcap);
         } else if (rc < 0) {
             char why[160];
-            if (rc == GW_EFRAME_SIZE)
-                snprintf(why, sizeof(why), "server sent a frame of %zu bytes, over max_frame %zu",
-                         gw_iotmp_reader_need(&s->rd), s->cfg.max_frame);
+            if (rc == GW_EFRAME_SIZE) {
+                /* the announced size, decoded again from the header bytes the reader kept */
+                uint64_t ftype = 0, fsize = 0;
+                int n = gw_varint_decode(s->rd.hdr, s->rd.hdr_len, &ftype);
+                if (n < 0 || gw_varint_decode(s->rd.hdr + n, s->rd.hdr_len - (size_t)n, &fsize) < 0)
+                    fsize = 0;
+                snprintf(why, sizeof(why),
+                         "server sent a %s frame of %llu bytes, over max_frame %zu",
+                         gw_iotmp_type_name(ftype), (unsigned long long)fsize, s->cfg.max_frame);
+            }
             else
                 snprintf(why, sizeof(why), "malformed frame header from the server: %s",
                          gw_strerror(rc));

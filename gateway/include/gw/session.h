@@ -79,6 +79,7 @@ struct gw_session_stats {
     uint64_t samples_coalesced; /* samples replaced by a newer one while the link was busy */
     uint64_t frames_ignored;    /* unknown types, STREAM_DATA to unknown streams, stale answers */
     uint64_t last_backoff_ms;   /* the last retry delay chosen */
+    uint64_t busy_ns;           /* time spent parsing, dispatching and answering (not waiting) */
     unsigned streams_open;      /* server streams currently open */
     unsigned calls_pending;     /* outbound calls waiting for an answer */
 };

@@ -21,6 +21,7 @@ done
 
 T=$(mktemp -d /tmp/gw-session-test.XXXXXX)
 PIDS=()
+GW_PIDS=()
 FAILS=0
 CHECKS=0
 
@@ -39,7 +40,7 @@ cleanup() {
             tail -n 30 "$f" >&2
         done
     fi
-    rm -rf "$T"
+    [ -n "${GW_KEEP_TMP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -64,6 +65,13 @@ check() {
 }
 
 finish() {
+    # Let every gateway exit (stdin closed) and look for sanitizer reports in their logs.
+    exec 9>&- 2>/dev/null
+    for pid in "${GW_PIDS[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    done
+    check "no sanitizer report in the gateway logs" \
+        bash -c "! grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' '$T'/gw*.log"
     echo "$CHECKS checks, $FAILS failed"
     [ "$FAILS" -eq 0 ] || exit 1
     exit 0
@@ -198,6 +206,7 @@ start_gw() {
         2>"$T/$name.log" &
     GW_PID=$!
     PIDS+=("$GW_PID")
+    GW_PIDS+=("$GW_PID")
     exec 9>"$T/$name.in"
     GW_OUT="$T/$name.out"
     GW_LOG="$T/$name.log"

@@ -160,6 +160,12 @@ struct batch {
     unsigned code_counts[8];
 };
 static struct batch *cur;
+struct slot;
+static struct {
+    struct batch *b;
+    struct slot *slots;
+} kept[256];
+static unsigned nkept;
 
 struct slot {
     struct batch *b;
@@ -214,6 +220,10 @@ static void start_calls(unsigned n, unsigned timeout_ms, bool answer)
     b->answers = gw_calloc(n ? n : 1, sizeof(*b->answers));
     struct slot *slots = gw_calloc(n ? n : 1, sizeof(*slots));
     cur = b;
+    if (nkept < 256) {
+        kept[nkept].b = b;
+        kept[nkept++].slots = slots;
+    }
     struct gw_value target = gw_value_cstr("b1");
     unsigned refused = 0;
     int first_rc = 0;
@@ -408,5 +418,10 @@ int main(int argc, char **argv)
     gw_session_free(sess);
     gw_registry_free(reg);
     gw_loop_free(loop);
+    for (unsigned i = 0; i < nkept; i++) {
+        free(kept[i].b->answers);
+        free(kept[i].b);
+        free(kept[i].slots);
+    }
     return 0;
 }
