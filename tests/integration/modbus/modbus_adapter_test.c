@@ -12,6 +12,7 @@
  *     modbus_adapter_test rtu <tty> <control port> [<shim control file>]
  */
 #include "modbus_adapter.h"
+#include "modbus_plan.h"
 
 #include "gw/error.h"
 #include "gw/json.h"
@@ -237,7 +238,7 @@ static int sim_start(int port)
     if (sim_pid == 0) {
         dup2(pfd[1], 1);
         close(pfd[0]);
-        execl(py, py, sim_path, "--tcp", portarg, "--units", "1,2,3,4", "--limit", "3:100",
+        execl(py, py, sim_path, "--tcp", portarg, "--units", "1,2,3,4,5", "--limit", "3:100",
               "--hole", "4:13:4", (char *)NULL);
         _exit(127);
     }
@@ -300,7 +301,8 @@ static void on_pub(void *arg, struct gw_res *res, const struct gw_value *v)
     " \"connections\": [{\"name\": \"line1\", \"tcp\": {\"host\": \"127.0.0.1\", \"port\": %d}," \
     "  \"reconnect_ms\": 100, \"reconnect_max_ms\": 400," \
     "  \"devices\": [" \
-    "   {\"name\": \"meter\", \"unit\": 1, \"gap_registers\": 8, \"timeout_ms\": 1000, \"points\": [" \
+    "   {\"name\": \"meter\", \"unit\": 1, \"gap_registers\": 8, \"timeout_ms\": 1000," \
+    "    \"points\": [" \
     "     {\"name\": \"temp\", \"address\": \"40001\", \"type\": \"float32\", \"unit\": \"degC\"," \
     "      \"access\": \"read-write\", \"min\": -50, \"max\": 150}," \
     "     {\"name\": \"f32_cdab\", \"table\": \"holding\", \"address\": 2, \"type\": \"float32\"," \
@@ -362,6 +364,74 @@ static void write_check(const char *name, struct gw_value v, double want)
     CHECK(r.rc != 0 || num_is(&r.out, want), "write %s: read back %g, want %g", name,
           num_of(&r.out), want);
     gw_value_fini(&r.out);
+}
+
+/*
+ * Coalescing through the adapter: a second instance with 300 scattered points of 1, 2 and 4
+ * registers on unit 5 (gap 3, at most 40 registers per request). One read of the device resource
+ * must reach the simulator as exactly the planner's minimal number of requests.
+ */
+static void test_coalescing(void)
+{
+    enum { N = 300 };
+    static const char *const types[] = {"uint16", "float32", "int64", "int16"};
+    static const unsigned widths[] = {1, 2, 4, 1};
+    static char text[65536];
+    struct gw_modbus_plan_point pts[N];
+    uint32_t rng = 12345;
+    unsigned addr = 0;
+    size_t n = (size_t)snprintf(text, sizeof text,
+        "{\"type\": \"modbus\", \"name\": \"scan\", \"interval_ms\": 3600000,"
+        " \"connections\": [{\"name\": \"line2\", \"tcp\": {\"host\": \"127.0.0.1\","
+        " \"port\": %d}, \"devices\": [{\"name\": \"big\", \"unit\": 5,"
+        " \"gap_registers\": 3, \"max_registers\": 40, \"points\": [", sim_port);
+    for (int i = 0; i < N; i++) {
+        rng = rng * 1103515245u + 12345u;
+        unsigned k = (rng >> 16) % 4;
+        rng = rng * 1103515245u + 12345u;
+        addr += (rng >> 16) % 7; /* gaps of 0 .. 6 registers */
+        pts[i] = (struct gw_modbus_plan_point){.unit = 5, .table = GW_MODBUS_TABLE_HOLDING,
+                                               .address = (uint16_t)addr,
+                                               .count = (uint16_t)widths[k]};
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "%s{\"name\": \"s%d\", \"table\": \"holding\", \"address\": %u,"
+                              " \"type\": \"%s\"}", i ? "," : "", i, addr, types[k]);
+        addr += widths[k];
+    }
+    snprintf(text + n, sizeof text - n, "]}]}]}");
+    struct gw_modbus_plan plan;
+    struct gw_modbus_plan_limits lim = {.max_regs = 40, .gap_regs = 3};
+    int want = gw_modbus_plan_build(pts, N, &lim, &plan, NULL, 0);
+    gw_modbus_plan_fini(&plan);
+
+    struct gw_value cfg;
+    CHECK(make_config(text, &cfg) == 0, "coalescing config");
+    struct gw_host h2 = host;
+    h2.instance = "scan";
+    void *st = NULL;
+    int rc = gw_modbus_adapter.create(&h2, &cfg, &st);
+    gw_value_fini(&cfg);
+    CHECK(rc == 0, "create scan: %s", gw_strerror(rc));
+    if (rc != 0)
+        return;
+    gw_modbus_adapter.start(st);
+    run_for(500); /* the first (and, with a 1 h interval, only) poll */
+    ctl("RESET");
+    struct result r = call("scan/big", NULL);
+    CHECK(r.rc == 0 && gw_value_count(&r.out) == N, "device read of 300 points: %d %s", r.rc,
+          r.msg);
+    gw_value_fini(&r.out);
+    const char *counts = ctl("COUNTS");
+    long got = -1;
+    const char *p = strstr(counts, "5:3=");
+    if (p)
+        got = atol(p + 4);
+    printf("  coalescing: 300 scattered points (%u registers span) read with %ld requests; "
+           "planner minimum %d; one request per point would be 300\n", addr, got, want);
+    CHECK(got == want, "requests at the simulator %ld, planner minimum %d (%s)", got, want, counts);
+    gw_modbus_adapter.stop(st);
+    gw_registry_remove_owner(reg, st);
+    gw_modbus_adapter.destroy(st);
 }
 
 static void test_tcp(void)
@@ -483,7 +553,8 @@ static void test_tcp(void)
     r = call("plc1/meter", NULL);
     CHECK(r.rc == 0 && r.out.type == GW_VALUE_MAP && gw_value_count(&r.out) == 12,
           "device map: %d %s n=%zu", r.rc, r.msg, gw_value_count(&r.out));
-    CHECK(num_is(gw_value_map_get(&r.out, "i16"), 0) && num_is(gw_value_map_get(&r.out, "level"), 1234),
+    CHECK(num_is(gw_value_map_get(&r.out, "i16"), 0) &&
+              num_is(gw_value_map_get(&r.out, "level"), 1234),
           "device map values");
     gw_value_fini(&r.out);
 
@@ -538,6 +609,8 @@ static void test_tcp(void)
            num_of(gw_value_map_get(dd, "requests")), num_of(gw_value_map_get(dd, "timeouts")));
     gw_value_fini(&r.out);
 
+    test_coalescing();
+
     /* Kill the simulator, restart it on the same port: the adapter reconnects. */
     sim_kill();
     run_for(500);
@@ -582,8 +655,10 @@ static void test_rtu(const char *tty, const char *shim_ctl)
              " \"baud\": 115200, \"parity\": \"none\", \"data_bits\": 8, \"stop_bits\": 1},"
              " \"devices\": [{\"name\": \"drive\", \"unit\": 1, \"timeout_ms\": 300,"
              "  \"retries\": 2, \"points\": ["
-             "  {\"name\": \"pi\", \"table\": \"holding\", \"address\": 100, \"type\": \"float32\"},"
-             "  {\"name\": \"speed\", \"table\": \"holding\", \"address\": 102, \"type\": \"int32\","
+             "  {\"name\": \"pi\", \"table\": \"holding\", \"address\": 100,"
+             "   \"type\": \"float32\"},"
+             "  {\"name\": \"speed\", \"table\": \"holding\", \"address\": 102,"
+             "   \"type\": \"int32\","
              "   \"access\": \"read-write\"}]}]}]}",
              tty);
     struct gw_value cfg;
