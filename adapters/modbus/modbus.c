@@ -140,6 +140,7 @@ struct mb_pacer {
 struct mb_conn {
     struct mb_inst *inst;
     struct mb_pacer *pacer;
+    struct gw_publish_batch *batch; /* worker: values of the current job, handed over at once */
     unsigned posted;            /* worker: values posted since the last marker */
     char *name;
     bool rtu;
@@ -659,7 +660,7 @@ static void point_stale(struct mb_point *pt)
         return;
     pt->stale = true;
     pt->dev->conn->posted++;
-    gw_registry_mark_stale(pt->dev->conn->inst->host.registry, pt->id);
+    gw_publish_batch_add_stale(pt->dev->conn->batch, pt->id);
 }
 
 static void device_stale(struct mb_device *dev)
@@ -692,7 +693,7 @@ static void point_publish(struct mb_point *pt, struct gw_value *v, uint64_t ts)
     }
     pt->stale = false;
     pt->dev->conn->posted++;
-    gw_registry_publish(pt->dev->conn->inst->host.registry, pt->id, v, ts);
+    gw_publish_batch_add(pt->dev->conn->batch, pt->id, v, ts);
 }
 
 /* --- Backlog bound (see struct mb_pacer) --- */
@@ -737,6 +738,8 @@ static void pacer_mark(struct mb_conn *conn)
 {
     if (conn->posted == 0)
         return;
+    /* One posted task for the whole job's values (not one per value), then the marker. */
+    gw_registry_publish_batch(conn->inst->host.registry, conn->batch);
     conn->posted = 0;
     atomic_fetch_add(&conn->pacer->refs, 1);
     atomic_fetch_add(&conn->pacer->pending, 1);
@@ -1381,6 +1384,7 @@ static void *worker(void *arg)
             for (size_t j = 0; j < conn->njobs; j++)
                 if (conn->jobs[j].due <= now)
                     job_reschedule(in, &conn->jobs[j], now);
+            pacer_mark(conn); /* stale marks made while (re)connecting */
             continue;
         }
         pacer_wait(conn);
@@ -1388,6 +1392,7 @@ static void *worker(void *arg)
         pacer_mark(conn);
         job_reschedule(in, job, mono_ms());
     }
+    pacer_mark(conn);
     /* Fail what is still queued. */
     pthread_mutex_lock(&conn->mu);
     struct mb_op *op = conn->head;
@@ -1586,6 +1591,7 @@ static void inst_free(struct mb_inst *in)
         pthread_mutex_destroy(&conn->mu);
         pthread_cond_destroy(&conn->cv);
         pacer_unref(conn->pacer);
+        gw_publish_batch_free(conn->batch);
     }
     for (size_t d = 0; d < in->ndevs; d++) {
         free(in->devs[d].name);
@@ -1687,6 +1693,7 @@ static int mb_create(const struct gw_host *host, const struct gw_value *config, 
         snprintf(base, sizeof base, "/connections/%zu", i);
         struct mb_conn *conn = &in->conns[in->nconns++];
         conn->pacer = pacer_new();
+        conn->batch = gw_publish_batch_new();
         pthread_mutex_init(&conn->mu, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);

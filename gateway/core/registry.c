@@ -481,18 +481,19 @@ struct publish {
     bool stale_only;
 };
 
-static void publish_task(void *arg)
+/* Loop thread: applies one new value (taken) or stale mark to resource id. */
+static void apply_publish(struct gw_registry *reg, uint32_t id, struct gw_value *v, uint64_t ts,
+                          bool stale_only)
 {
-    struct publish *p = arg;
-    p->reg->stats.publishes++;
-    struct gw_res *r = gw_registry_find_id(p->reg, p->id);
-    if (r && p->stale_only) {
+    reg->stats.publishes++;
+    struct gw_res *r = gw_registry_find_id(reg, id);
+    if (r && stale_only) {
         r->stale = true;
     } else if (r) {
         gw_value_fini(&r->last);
-        r->last = p->v;
-        p->v = GW_VALUE_INIT_NULL;
-        r->last_ts = p->ts;
+        r->last = *v;
+        *v = GW_VALUE_INIT_NULL;
+        r->last_ts = ts;
         r->has_last = true;
         r->stale = false;
         for (struct gw_sub *s = r->subs, *n; s; s = n) {
@@ -500,8 +501,93 @@ static void publish_task(void *arg)
             s->fn(s->arg, r, &r->last);
         }
     }
-    gw_value_fini(&p->v);
+    gw_value_fini(v);
+}
+
+static void publish_task(void *arg)
+{
+    struct publish *p = arg;
+    apply_publish(p->reg, p->id, &p->v, p->ts, p->stale_only);
     free(p);
+}
+
+/* --- Batches --- */
+
+struct batch_entry {
+    uint32_t id;
+    bool stale_only;
+    uint64_t ts;
+    struct gw_value v;
+};
+
+struct gw_publish_batch {
+    struct gw_registry *reg;    /* set when handed over */
+    struct batch_entry *e;
+    size_t n, cap;
+};
+
+struct gw_publish_batch *gw_publish_batch_new(void)
+{
+    return gw_calloc(1, sizeof(struct gw_publish_batch));
+}
+
+void gw_publish_batch_free(struct gw_publish_batch *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        gw_value_fini(&b->e[i].v);
+    free(b->e);
+    free(b);
+}
+
+static struct batch_entry *batch_slot(struct gw_publish_batch *b)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->e = gw_realloc(b->e, b->cap * sizeof *b->e);
+    }
+    return &b->e[b->n++];
+}
+
+void gw_publish_batch_add(struct gw_publish_batch *b, uint32_t id, struct gw_value *v,
+                          uint64_t ts_ms)
+{
+    struct batch_entry *e = batch_slot(b);
+    *e = (struct batch_entry){.id = id, .ts = ts_ms, .v = *v};
+    *v = GW_VALUE_INIT_NULL;
+}
+
+void gw_publish_batch_add_stale(struct gw_publish_batch *b, uint32_t id)
+{
+    *batch_slot(b) = (struct batch_entry){.id = id, .stale_only = true};
+}
+
+size_t gw_publish_batch_count(const struct gw_publish_batch *b)
+{
+    return b->n;
+}
+
+static void batch_task(void *arg)
+{
+    struct gw_publish_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++)
+        apply_publish(b->reg, b->e[i].id, &b->e[i].v, b->e[i].ts, b->e[i].stale_only);
+    b->n = 0;
+    gw_publish_batch_free(b);
+}
+
+void gw_registry_publish_batch(struct gw_registry *reg, struct gw_publish_batch *b)
+{
+    if (!b->n)
+        return;
+    /* The entries move to a heap copy that travels to the loop; b keeps its storage empty. */
+    struct gw_publish_batch *t = gw_malloc(sizeof *t);
+    *t = *b;
+    t->reg = reg;
+    b->e = NULL;
+    b->n = b->cap = 0;
+    gw_loop_post(reg->loop, batch_task, t);
 }
 
 void gw_registry_publish(struct gw_registry *reg, uint32_t id, struct gw_value *v, uint64_t ts_ms)

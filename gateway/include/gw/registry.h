@@ -121,6 +121,23 @@ void gw_call_fail(struct gw_call *call, int code, const char *fmt, ...)
 void gw_registry_publish(struct gw_registry *reg, uint32_t id, struct gw_value *v, uint64_t ts_ms);
 /* Marks the last value stale (device unreachable); subscribers are not notified. Any thread. */
 void gw_registry_mark_stale(struct gw_registry *reg, uint32_t id);
+/*
+ * Batched publishing for workers that produce many values at once (a Modbus poll): values are
+ * added to a batch on the worker (no lock, no allocation per value beyond the value itself) and
+ * handed to the loop thread as ONE posted task, instead of one task per value. A batch belongs to
+ * one thread at a time; gw_registry_publish_batch() empties it for reuse.
+ */
+struct gw_publish_batch;
+struct gw_publish_batch *gw_publish_batch_new(void);
+void gw_publish_batch_free(struct gw_publish_batch *b);
+/* Adds a new value for id (v taken) with its read time, or a stale mark for id. */
+void gw_publish_batch_add(struct gw_publish_batch *b, uint32_t id, struct gw_value *v,
+                          uint64_t ts_ms);
+void gw_publish_batch_add_stale(struct gw_publish_batch *b, uint32_t id);
+size_t gw_publish_batch_count(const struct gw_publish_batch *b);
+/* Any thread: delivers everything in b, in order, on the loop thread; b is left empty. */
+void gw_registry_publish_batch(struct gw_registry *reg, struct gw_publish_batch *b);
+
 /* Last known value (borrowed, until the next publish) and its time; NULL if none yet. */
 const struct gw_value *gw_res_last(const struct gw_res *res, uint64_t *ts_ms, bool *stale);
 

@@ -305,6 +305,66 @@ START_TEST(test_registry_publish_notifies_and_removal_is_safe)
 }
 END_TEST
 
+static int batch_notified;
+static double batch_last;
+
+static void on_batch_value(void *arg, struct gw_res *res, const struct gw_value *v)
+{
+    (void)arg;
+    (void)res;
+    if (v) {
+        batch_notified++;
+        gw_value_to_double(v, &batch_last);
+    }
+}
+
+struct batch_job {
+    struct gw_publish_batch *b;
+    uint32_t ids[2];
+};
+
+/* A worker thread fills a batch and hands it over once: every value arrives, in order. */
+static void *batch_worker(void *arg)
+{
+    struct batch_job *j = arg;
+    for (int i = 1; i <= 1000; i++) {
+        struct gw_value v = gw_value_uint((uint64_t)i);
+        gw_publish_batch_add(j->b, j->ids[i % 2], &v, (uint64_t)i);
+    }
+    gw_publish_batch_add_stale(j->b, j->ids[0]);
+    ck_assert_uint_eq(gw_publish_batch_count(j->b), 1001);
+    gw_registry_publish_batch(reg, j->b);
+    ck_assert_uint_eq(gw_publish_batch_count(j->b), 0); /* emptied, reusable */
+    return NULL;
+}
+
+START_TEST(test_registry_publish_batch_from_worker)
+{
+    struct batch_job j = {.b = gw_publish_batch_new()};
+    struct gw_resource_desc d0 = desc("b/even", GW_FN_OUTPUT, run_inc);
+    struct gw_resource_desc d1 = desc("b/odd", GW_FN_OUTPUT, run_inc);
+    gw_registry_add(reg, &d0, &j.ids[0]);
+    gw_registry_add(reg, &d1, &j.ids[1]);
+    struct gw_sub *s1 = gw_res_subscribe(gw_registry_find(reg, "b/odd", 5), on_batch_value, NULL);
+    pthread_t th;
+    pthread_create(&th, NULL, batch_worker, &j);
+    pthread_join(th, NULL);
+    spin();
+    ck_assert_int_eq(batch_notified, 500);
+    ck_assert_double_eq(batch_last, 999); /* the last odd value, so order was kept */
+    uint64_t ts;
+    bool stale;
+    const struct gw_value *even = gw_res_last(gw_registry_find(reg, "b/even", 6), &ts, &stale);
+    ck_assert_uint_eq(even->u, 1000);
+    ck_assert(stale); /* the stale mark came after the last even value */
+    struct gw_registry_stats st;
+    gw_registry_get_stats(reg, &st);
+    ck_assert_uint_eq(st.publishes, 1001);
+    gw_sub_free(s1);
+    gw_publish_batch_free(j.b);
+}
+END_TEST
+
 START_TEST(test_registry_describe_10000)
 {
     char name[64];
@@ -344,6 +404,7 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, test_registry_call_refused_and_cancelled);
     tcase_add_test(tc, test_registry_call_answered_from_worker_thread);
     tcase_add_test(tc, test_registry_publish_notifies_and_removal_is_safe);
+    tcase_add_test(tc, test_registry_publish_batch_from_worker);
     tcase_add_test(tc, test_registry_describe_10000);
     suite_add_tcase(s, tc);
     return s;
