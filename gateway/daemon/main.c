@@ -13,6 +13,7 @@
 #include "forward.h"
 #include "health.h"
 #include "metrics.h"
+#include "sdnotify.h"
 #include "gw/config.h"
 #include "gw/error.h"
 #include "gw/log.h"
@@ -107,6 +108,8 @@ struct daemon {
     struct gw_settings *settings;
     struct instance *inst;
     size_t n_inst;
+    struct gw_timer *watchdog; /* systemd WATCHDOG=1 pings, NULL without WatchdogSec= */
+    uint64_t watchdog_ms;      /* ping period: half of WATCHDOG_USEC */
 };
 
 static void host_log(const struct gw_host *host, int level, const char *fmt, ...)
@@ -310,9 +313,28 @@ static void on_session_state(void *arg, enum gw_session_state st, int reason)
         gw_loop_stop(d->loop);
 }
 
+/* Pings systemd's watchdog; runs only while the loop turns, so a stuck loop stops the pings. */
+static void on_watchdog(void *arg)
+{
+    struct daemon *d = arg;
+    gw_sdnotify_send("WATCHDOG=1");
+    gw_timer_start(d->watchdog, d->watchdog_ms);
+}
+
+/* Tells systemd the daemon is (again) ready, with a one-line status for systemctl status. */
+static void notify_ready(struct daemon *d)
+{
+    int rc = gw_sdnotify_sendf("READY=1\nSTATUS=%zu adapter instance(s), %zu resource(s)",
+                               d->n_inst, gw_registry_count(d->reg));
+    if (rc < 0)
+        gw_log_warn("systemd notification failed (%s): $NOTIFY_SOCKET=%s", gw_strerror(rc),
+                    getenv("NOTIFY_SOCKET"));
+}
+
 static void on_stop_signal(void *arg, int signo)
 {
     struct daemon *d = arg;
+    gw_sdnotify_send("STOPPING=1");
     if (d->stopping) {
         gw_log_notice("second %s: stopping now", signo == SIGTERM ? "SIGTERM" : "SIGINT");
         gw_loop_stop(d->loop);
@@ -338,6 +360,7 @@ static void on_reload(void *arg, int signo)
     (void)signo;
     const char *cfg = d->opt.config ? d->opt.config : GW_SETTINGS_DEFAULT_FILE;
     gw_log_notice("received SIGHUP, reloading %s", cfg);
+    gw_sdnotify_send("RELOADING=1");
     struct gw_diag_list diags;
     gw_diag_list_init(&diags);
     struct gw_settings *s = NULL;
@@ -351,6 +374,7 @@ static void on_reload(void *arg, int signo)
                    diags.n);
         gw_diag_list_fini(&diags);
         gw_settings_free(s);
+        notify_ready(d);
         return;
     }
     gw_diag_list_fini(&diags);
@@ -368,6 +392,7 @@ static void on_reload(void *arg, int signo)
         gw_log_set_level(s->log_level);
     gw_log_notice("reload done: %zu adapter instance(s), %zu resource(s)", d->n_inst,
                   gw_registry_count(d->reg));
+    notify_ready(d);
 }
 
 /* Store, session and forwarder. Returns 0 or an exit code (the reason is logged). */
@@ -512,7 +537,19 @@ static int cmd_run(const struct options *o)
         gw_log_notice("iotmp-gatewayd %s started: %zu adapter instance(s), %zu resource(s), "
                       "uplink %s", GW_VERSION, d.n_inst, gw_registry_count(d.reg),
                       d.settings->url);
+        uint64_t wd_usec = 0;
+        int wd = gw_sdnotify_watchdog_usec(&wd_usec);
+        if (wd < 0)
+            gw_log_warn("systemd watchdog variables malformed (%s): not pinging, systemd will "
+                        "restart the service", gw_strerror(wd));
+        if (wd > 0) {
+            d.watchdog_ms = wd_usec / 2000 ? wd_usec / 2000 : 1;
+            d.watchdog = gw_timer_new(d.loop, on_watchdog, &d);
+            gw_timer_start(d.watchdog, 0);
+        }
+        notify_ready(&d);
         gw_loop_run(d.loop);
+        gw_timer_free(d.watchdog);
     }
     gw_metrics_stop(d.metrics);
     gw_registry_remove_owner(d.reg, &d.health);

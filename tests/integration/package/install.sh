@@ -79,9 +79,21 @@ check "default config installed" test -f "$ETC/gateway.json"
 check "gateway.json is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' $PKG | grep -q ' $ETC/gateway.json '"
 check "empty adapters.d" sh -c "test -d $ETC/adapters.d && test -z \"\$(ls -A $ETC/adapters.d)\""
 check "schemas installed" test -f /usr/share/iotmp-gateway/schema/gateway.schema.json
-check "examples installed" test -f /usr/share/doc/$PKG/examples/gateway.json
-check "man page iotmp-gatewayd(8)" test -f /usr/share/man/man8/iotmp-gatewayd.8.gz
-check "man page iotmp-gateway.json(5)" test -f /usr/share/man/man5/iotmp-gateway.json.5.gz
+# Minimal images (Debian's docker ones) tell dpkg to drop docs and man pages: then say so and
+# take the examples from the source tree instead.
+examples=/usr/share/doc/$PKG/examples
+if cat /etc/dpkg/dpkg.cfg /etc/dpkg/dpkg.cfg.d/* 2>/dev/null | grep -q '^path-exclude.*/usr/share/\(doc\|man\)'; then
+    echo "info: dpkg excludes docs or man pages here (path-exclude): their checks are skipped"
+    examples=$src/schema/examples
+    verify_opts=(--man=no)
+else
+    check "examples installed" test -f $examples/gateway.json
+    check "man page iotmp-gatewayd(8)" test -f /usr/share/man/man8/iotmp-gatewayd.8.gz
+    check "man page iotmp-gateway.json(5)" test -f /usr/share/man/man5/iotmp-gateway.json.5.gz
+    # Documentation= lines are checked by verify with man(1) when it is there.
+    verify_opts=()
+    command -v man >/dev/null || verify_opts=(--man=no)
+fi
 check "system user iotmp-gateway" sh -c "getent passwd iotmp-gateway | grep -q ':/usr/sbin/nologin$'"
 check "user is a system account (uid < 1000)" sh -c "test \$(id -u iotmp-gateway) -lt 1000"
 check "group gpio exists (SupplementaryGroups=dialout gpio resolves)" getent group gpio
@@ -91,7 +103,7 @@ check "service not enabled by the installation" sh -c "! ls /etc/systemd/system/
 
 # systemd-analyze verify: exit 0 and nothing said about our unit (warnings do not change the
 # exit code, so the output is checked too).
-if systemd-analyze verify "$UNIT" >"$work/verify.log" 2>&1 && ! grep -q . "$work/verify.log"; then
+if systemd-analyze verify "${verify_opts[@]}" "$UNIT" >"$work/verify.log" 2>&1 && ! grep -q . "$work/verify.log"; then
     ok "systemd-analyze verify $UNIT"
 else
     cat "$work/verify.log"
@@ -107,12 +119,12 @@ if asuser /usr/sbin/iotmp-gatewayd validate >"$work/v1.log" 2>&1; then
 else
     cat "$work/v1.log"; bad "validate the installed configuration"
 fi
-if asuser /usr/sbin/iotmp-gatewayd validate -c /usr/share/doc/$PKG/examples/gateway.json >"$work/v2.log" 2>&1; then
+if asuser /usr/sbin/iotmp-gatewayd validate -c $examples/gateway.json >"$work/v2.log" 2>&1; then
     ok "validate the installed example gateway.json ($(tail -1 "$work/v2.log"))"
 else
     cat "$work/v2.log"; bad "validate the installed example gateway.json"
 fi
-for f in /usr/share/doc/$PKG/examples/*.json; do
+for f in $examples/*.json; do
     if asuser /usr/sbin/iotmp-gatewayd validate "$f" >"$work/v3.log" 2>&1; then
         ok "validate example $(basename "$f")"
     else
@@ -120,7 +132,7 @@ for f in /usr/share/doc/$PKG/examples/*.json; do
     fi
 done
 # An adapter file the operator drops in is found through adapters_dir; a broken one is named.
-cp /usr/share/doc/$PKG/examples/sim.json "$ETC/adapters.d/10-sim.json"
+cp $examples/sim.json "$ETC/adapters.d/10-sim.json"
 check "validate sees the adapter in adapters.d" \
     sh -c "/usr/sbin/iotmp-gatewayd validate | grep -q 'valid: 2 file(s) checked'"
 printf '{"type": "sim", "name": 5}\n' >"$ETC/adapters.d/20-broken.json"
