@@ -267,6 +267,10 @@ static void sim_stop(void *state)
     for (size_t i = 0; i < s->n; i++) {
         gw_timer_free(s->points[i].timer);
         s->points[i].timer = NULL;
+        /* No more updates: the last values are stale from now on (a post that reaches the loop
+         * after stop(), like those of adapters with worker threads). */
+        if (s->points[i].id)
+            gw_registry_mark_stale(s->host->registry, s->points[i].id);
     }
     /* Delayed answers are sent now rather than lost: a call always gets its answer. */
     while (s->pending)

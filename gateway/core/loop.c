@@ -108,6 +108,19 @@ static void drain_tasks(struct gw_loop *loop)
     }
 }
 
+void gw_loop_drain(struct gw_loop *loop)
+{
+    /* Tasks may post more tasks: loop until the queue stays empty. */
+    for (;;) {
+        pthread_mutex_lock(&loop->lock);
+        bool empty = !loop->head;
+        pthread_mutex_unlock(&loop->lock);
+        if (empty)
+            return;
+        drain_tasks(loop);
+    }
+}
+
 void gw_loop_post(struct gw_loop *loop, gw_task_fn fn, void *arg)
 {
     struct gw_task *t = gw_malloc(sizeof *t);

@@ -237,6 +237,8 @@ static int check_adapters(const struct options *o, struct gw_settings *s,
         if (rc == 0)
             stop_instances(&d, in, s->n_adapters);
     }
+    if (d.loop)
+        gw_loop_drain(d.loop); /* posts of the adapters, while the registry still exists */
     gw_registry_free(d.reg);
     gw_loop_free(d.loop);
     return rc;
@@ -558,6 +560,8 @@ static int cmd_run(const struct options *o)
     gw_timer_free(d.exit_timer);
     gw_store_close(d.store);
     stop_instances(&d, d.inst, d.n_inst);
+    /* Adapter threads are joined now: run what they posted last while the registry exists. */
+    gw_loop_drain(d.loop);
     gw_registry_free(d.reg);
     gw_loop_free(d.loop);
     gw_settings_free(d.settings);

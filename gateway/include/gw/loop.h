@@ -90,6 +90,12 @@ struct gw_lws_handler {
               struct gw_lws_handler *self);
 };
 
+/*
+ * Runs every task posted so far, now, on the calling (loop) thread. For orderly shutdown: after
+ * worker threads have stopped, drain their last posts while what they refer to still exists.
+ */
+void gw_loop_drain(struct gw_loop *loop);
+
 /* Delivers signo on the loop thread (blocked for the process, read through a signalfd). */
 int gw_loop_on_signal(struct gw_loop *loop, int signo, gw_signal_fn cb, void *arg);
 
