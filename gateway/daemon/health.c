@@ -156,6 +156,35 @@ static void out(struct sbuf *b, const char *fmt, ...)
     }
 }
 
+/* Adapter statistics as labelled samples: every number or boolean leaf of each cached _stats
+ * answer, its path joined with "." ({"devices":{"boiler":{"timeouts":3}}} -> devices.boiler.timeouts). */
+static void stat_leaves(struct sbuf *b, const char *res, const struct gw_value *v, char *path,
+                        size_t len, size_t cap)
+{
+    double d;
+    if (v->type == GW_VALUE_MAP) {
+        for (size_t i = 0; i < v->c.n; i++) {
+            int w = snprintf(path + len, cap - len, "%s%s", len ? "." : "", v->c.keys[i]);
+            if (w > 0 && (size_t)w < cap - len)
+                stat_leaves(b, res, &v->c.items[i], path, len + (size_t)w, cap);
+        }
+        return;
+    }
+    if (v->type == GW_VALUE_BOOL)
+        d = v->b;
+    else if (gw_value_to_double(v, &d) < 0)
+        return;
+    path[len] = '\0';
+    /* Label values come from configured names: escape what the text format requires. */
+    out(b, "iotmp_gateway_adapter_stat{resource=\"");
+    for (const char *c = res; *c; c++)
+        out(b, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+    out(b, "\",key=\"");
+    for (const char *c = path; *c; c++)
+        out(b, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+    out(b, "\"} %.17g\n", d);
+}
+
 static void histogram(struct sbuf *b, const char *outcome, const struct gw_registry_outcome *o)
 {
     for (int i = 0; i < GW_REGISTRY_LAT_BUCKETS; i++) {
@@ -197,6 +226,14 @@ void gw_health_prometheus(const struct gw_health_src *src, char **buf, size_t *l
             "# TYPE iotmp_gateway_run_latency_seconds histogram\n");
     histogram(&b, "ok", &t.reg.ok);
     histogram(&b, "error", &t.reg.failed);
+    if (gw_value_count(&src->stats)) {
+        out(&b, "# HELP iotmp_gateway_adapter_stat Adapter counters and device status from the "
+                "adapters' _stats resources (refreshed every %d s)\n"
+                "# TYPE iotmp_gateway_adapter_stat gauge\n", GW_HEALTH_STATS_MS / 1000);
+        char path[512];
+        for (size_t i = 0; i < src->stats.c.n; i++)
+            stat_leaves(&b, src->stats.c.keys[i], &src->stats.c.items[i], path, 0, sizeof path);
+    }
 }
 
 /* --- $gateway/health --- */
@@ -219,6 +256,8 @@ struct gw_value gw_health_value(const struct gw_health_src *src)
         }
         *gw_value_map_set(&v, key, strlen(key)) = gw_value_double(t.m[i].value);
     }
+    if (gw_value_count(&src->stats))
+        gw_value_copy(gw_value_map_set(&v, "adapters_stats", 14), &src->stats);
     return v;
 }
 
@@ -229,9 +268,64 @@ static int health_run(void *ctx, struct gw_call *call)
     return 0;
 }
 
-int gw_health_register(struct gw_health_src *src)
+/* --- Adapter statistics --- */
+
+struct stats_call {
+    struct gw_health_src *src;
+    char *name;
+};
+
+static void stats_done(void *arg, int rc, const struct gw_value *out, const char *msg)
 {
+    struct stats_call *c = arg;
+    (void)msg;
+    c->src->stats_pending--;
+    /* After gw_health_stop() (timer gone) the answer has nowhere to go; src itself outlives the
+     * loop's final drain, which is when such a late answer arrives. */
+    if (rc == 0 && out && c->src->stats_timer)
+        gw_value_copy(gw_value_map_set(&c->src->stats, c->name, strlen(c->name)), out);
+    free(c->name);
+    free(c);
+}
+
+static void stats_call_one(void *arg, struct gw_res *res)
+{
+    struct gw_health_src *src = arg;
+    if (!strstr(gw_res_name(res), "/_stats"))
+        return;
+    struct stats_call *c = gw_malloc(sizeof *c);
+    c->src = src;
+    c->name = gw_strdup(gw_res_name(res));
+    src->stats_pending++;
+    gw_registry_call(src->reg, res, NULL, NULL, stats_done, c);
+}
+
+static void stats_tick(void *arg)
+{
+    struct gw_health_src *src = arg;
+    /* Resources come and go with reloads: start from an empty cache each round. */
+    if (src->stats_pending == 0) {
+        gw_value_fini(&src->stats);
+        src->stats = gw_value_map();
+        gw_registry_foreach(src->reg, stats_call_one, src);
+    }
+    gw_timer_start(src->stats_timer, GW_HEALTH_STATS_MS);
+}
+
+int gw_health_register(struct gw_health_src *src, struct gw_loop *loop)
+{
+    src->stats = gw_value_map();
+    src->stats_timer = gw_timer_new(loop, stats_tick, src);
+    gw_timer_start(src->stats_timer, 0);
     struct gw_resource_desc d = {.name = "$gateway/health", .fn = GW_FN_OUTPUT, .run = health_run,
                                  .ctx = src, .owner = src};
     return gw_registry_add(src->reg, &d, NULL);
+}
+
+void gw_health_stop(struct gw_health_src *src)
+{
+    gw_timer_free(src->stats_timer);
+    src->stats_timer = NULL;
+    gw_registry_remove_owner(src->reg, src);
+    gw_value_fini(&src->stats);
 }

@@ -475,7 +475,7 @@ static int start_uplink(struct daemon *d)
         return EXIT_RUNTIME;
     d->health = (struct gw_health_src){.reg = d->reg, .session = d->session, .store = d->store,
                                        .adapters = d->n_inst};
-    if (gw_health_register(&d->health) < 0)
+    if (gw_health_register(&d->health, d->loop) < 0)
         gw_log_warn("cannot register $gateway/health");
     if (s->metrics_listen && gw_metrics_start(d->loop, s->metrics_listen, &d->health,
                                               &d->metrics) < 0)
@@ -554,7 +554,8 @@ static int cmd_run(const struct options *o)
         gw_timer_free(d.watchdog);
     }
     gw_metrics_stop(d.metrics);
-    gw_registry_remove_owner(d.reg, &d.health);
+    if (d.health.reg)
+        gw_health_stop(&d.health);
     gw_forward_free(d.forward);
     gw_session_free(d.session);
     gw_timer_free(d.exit_timer);

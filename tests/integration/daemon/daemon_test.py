@@ -154,6 +154,11 @@ def run_metrics():
     try:
         env.write_adapter("a.json", {"type": "sim", "name": "a", "points": [
             {"name": "x", "kind": "memory", "value": 1}]})
+        # A Modbus instance aimed at a closed port: its per-device status must reach the metrics.
+        env.write_adapter("m.json", {"type": "modbus", "name": "plc1", "connections": [{
+            "name": "line1", "tcp": {"host": "127.0.0.1", "port": free_port()},
+            "devices": [{"name": "boiler", "unit": 1, "points": [
+                {"name": "t", "address": "40001", "type": "uint16"}]}]}]})
         env.start_broker()
         port = free_port()
         env.write_gateway_config(extra={"metrics": {"listen": f"127.0.0.1:{port}"}})
@@ -175,12 +180,22 @@ def run_metrics():
         for name in ["iotmp_gateway_info", "iotmp_gateway_uplink_connected",
                      "iotmp_gateway_frames", "iotmp_gateway_run_calls",
                      "iotmp_gateway_run_latency_seconds", "iotmp_gateway_store_depth",
-                     "iotmp_gateway_resident_memory_bytes", "iotmp_gateway_resources"]:
+                     "iotmp_gateway_resident_memory_bytes", "iotmp_gateway_resources",
+                     "iotmp_gateway_adapter_stat"]:
             check(name in fams, f"family {name} present")
         check(value("iotmp_gateway_uplink_connected") == 1, "uplink_connected is 1")
         health = env.rest(f"devices/{DEVICE}/resources/$gateway/health")
-        check(value("iotmp_gateway_resources") == health["resources"] == 3,
-              "resources agree with $gateway/health (a/x, $gateway/store, $gateway/health)")
+        check(value("iotmp_gateway_resources") == health["resources"] == 6,
+              "resources agree with $gateway/health (a/x, plc1/t, plc1/boiler, plc1/_stats/line1, "
+              "$gateway/store, $gateway/health)")
+        check(value("iotmp_gateway_adapter_stat", resource="plc1/_stats/line1",
+                    key="devices.boiler.quarantined") == 0 and
+              value("iotmp_gateway_adapter_stat", resource="plc1/_stats/line1",
+                    key="connected") == 0,
+              "per-device adapter status in the metrics (plc1 boiler: not quarantined, "
+              "line not connected)")
+        check("plc1/_stats/line1" in health.get("adapters_stats", {}),
+              "$gateway/health carries the adapter statistics too")
         check(health["uplink"] == "ready", "$gateway/health says the uplink is ready")
         ok_calls = value("iotmp_gateway_run_latency_seconds_count", outcome="ok")
         check(ok_calls is not None and ok_calls >= 3, f"latency histogram counted {ok_calls} calls")
