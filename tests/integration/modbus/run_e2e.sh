@@ -5,57 +5,17 @@
 # (including 0), and a 200 ms stream. The device is sim_server.py (pymodbus) over TCP. Everything
 # started here is stopped by pid. Skipped (77) when the daemon, the broker, pymodbus, curl or jq
 # is missing.
-set -u
-: "${GW_BUILD_DIR:?GW_BUILD_DIR must point at the build directory}"
 HERE=$(cd "$(dirname "$0")" && pwd)
-PY=${GW_PYTHON:-/usr/bin/python3}
-GWD="$GW_BUILD_DIR/gateway/daemon/iotmp-gatewayd"
-BROKER="$GW_BUILD_DIR/tests/broker/iotmp-broker"
-for f in "$GWD" "$BROKER"; do [ -x "$f" ] || { echo "SKIP: $f not built"; exit 77; }; done
-for t in curl jq; do command -v $t >/dev/null || { echo "SKIP: $t missing"; exit 77; }; done
+. "$HERE/../e2e.sh" modbus
 "$PY" -c 'import pymodbus.server.async_io' 2>/dev/null || { echo "SKIP: no pymodbus"; exit 77; }
-
-DIR=$(mktemp -d /tmp/gw-modbus-e2e.XXXXXX)
-PIDS=""
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
-    for p in $PIDS; do wait "$p" 2>/dev/null; done
-    rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-FAILS=0
-check() { # check "what" test-expression...
-    what=$1; shift
-    if "$@"; then echo "ok   $what"; else echo "FAIL $what"; FAILS=$((FAILS + 1)); fi
-}
-wait_line() { # wait_line FILE PATTERN
-    i=0
-    while [ $i -lt 100 ]; do grep -q "$2" "$1" 2>/dev/null && return 0; i=$((i + 1)); sleep 0.1; done
-    echo "FAIL: no '$2' in $1"; cat "$DIR"/*.log; exit 1
-}
 
 "$PY" "$HERE/sim_server.py" --tcp 0 --units 1 >"$DIR/sim.out" 2>"$DIR/sim.log" &
 PIDS="$PIDS $!"
 wait_line "$DIR/sim.out" '^READY'
 mport=$(sed -n 's/.*modbus=\([0-9]*\).*/\1/p' "$DIR/sim.out")
 
-echo "alice gw1 secret1" >"$DIR/creds"
-"$BROKER" --tcp-port 0 --tls-port -1 --http-port 0 --credentials "$DIR/creds" --db "$DIR/b.db" \
-    >"$DIR/broker.out" 2>"$DIR/broker.log" &
-PIDS="$PIDS $!"
-wait_line "$DIR/broker.out" 'ready'
-tport=$(sed -n 's/.*tcp=\([0-9]*\).*/\1/p' "$DIR/broker.out")
-hport=$(sed -n 's/.*http=\([0-9]*\).*/\1/p' "$DIR/broker.out")
-
-mkdir -p "$DIR/adapters.d"
-printf 'secret1\n' >"$DIR/secret"
-chmod 600 "$DIR/secret"
-cat >"$DIR/gateway.json" <<JSON
-{"uplink": {"url": "iotmp://127.0.0.1:$tport", "user": "alice", "device": "gw1",
-            "password_file": "$DIR/secret"},
- "store": {"path": "$DIR/store.db"},
- "adapters_dir": "$DIR/adapters.d"}
-JSON
+e2e_start_broker
+e2e_gateway_config
 cat >"$DIR/adapters.d/plc1.json" <<JSON
 {"type": "modbus", "name": "plc1", "interval_ms": 100,
  "connections": [{"name": "line1", "tcp": {"host": "127.0.0.1", "port": $mport},

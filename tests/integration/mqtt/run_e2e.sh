@@ -7,37 +7,14 @@
 # flag, and a mosquitto restart is survived (REST keeps answering meanwhile; reconnect and
 # re-subscribe afterwards). Everything started here is stopped by pid. Skipped (77) when the
 # daemon, the broker, mosquitto, curl or jq is missing.
-set -u
-: "${GW_BUILD_DIR:?GW_BUILD_DIR must point at the build directory}"
-PY=${GW_PYTHON:-/usr/bin/python3}
-GWD="$GW_BUILD_DIR/gateway/daemon/iotmp-gatewayd"
-BROKER="$GW_BUILD_DIR/tests/broker/iotmp-broker"
-for f in "$GWD" "$BROKER"; do [ -x "$f" ] || { echo "SKIP: $f not built"; exit 77; }; done
-for t in curl jq mosquitto mosquitto_pub mosquitto_sub; do
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../e2e.sh" mqtt
+for t in mosquitto mosquitto_pub mosquitto_sub; do
     command -v $t >/dev/null || { echo "SKIP: $t missing"; exit 77; }
 done
-
-DIR=$(mktemp -d /tmp/gw-mqtt-e2e.XXXXXX)
-PIDS=""
 MQPID=""
-cleanup() {
-    for p in $PIDS $MQPID; do kill "$p" 2>/dev/null; done
-    for p in $PIDS $MQPID; do wait "$p" 2>/dev/null; done
-    rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-FAILS=0
-check() { # check "what" test-expression...
-    what=$1; shift
-    if "$@"; then echo "ok   $what"; else echo "FAIL $what"; FAILS=$((FAILS + 1)); fi
-}
-wait_line() { # wait_line FILE PATTERN
-    i=0
-    while [ $i -lt 100 ]; do grep -q -- "$2" "$1" 2>/dev/null && return 0; i=$((i + 1)); sleep 0.1; done
-    echo "FAIL: no '$2' in $1"; tail -n 30 "$DIR"/*.log; exit 1
-}
 
-mport=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mport=$(free_port)
 cat >"$DIR/mosquitto.conf" <<EOF
 listener $mport 127.0.0.1
 allow_anonymous true
@@ -53,27 +30,13 @@ EOF
 start_mosquitto() {
     mosquitto -c "$DIR/mosquitto.conf" >"$DIR/mosquitto.log" 2>&1 &   # a fresh log per start
     MQPID=$!
+    EXTRA_PIDS=$MQPID
     wait_line "$DIR/mosquitto.log" "Opening ipv4 listen socket on port $mport"
 }
 start_mosquitto
 
-echo "alice gw1 secret1" >"$DIR/creds"
-"$BROKER" --tcp-port 0 --tls-port -1 --http-port 0 --credentials "$DIR/creds" --db "$DIR/b.db" \
-    >"$DIR/broker.out" 2>"$DIR/broker.log" &
-PIDS="$PIDS $!"
-wait_line "$DIR/broker.out" 'ready'
-tport=$(sed -n 's/.*tcp=\([0-9]*\).*/\1/p' "$DIR/broker.out")
-hport=$(sed -n 's/.*http=\([0-9]*\).*/\1/p' "$DIR/broker.out")
-
-mkdir -p "$DIR/adapters.d"
-printf 'secret1\n' >"$DIR/secret"
-chmod 600 "$DIR/secret"
-cat >"$DIR/gateway.json" <<JSON
-{"uplink": {"url": "iotmp://127.0.0.1:$tport", "user": "alice", "device": "gw1",
-            "password_file": "$DIR/secret"},
- "store": {"path": "$DIR/store.db"},
- "adapters_dir": "$DIR/adapters.d"}
-JSON
+e2e_start_broker
+e2e_gateway_config
 cat >"$DIR/adapters.d/site.json" <<JSON
 {"type": "mqtt", "name": "site",
  "broker": {"host": "127.0.0.1", "port": $mport, "client_id": "gw-e2e", "keepalive": 10,
@@ -178,7 +141,7 @@ echo "write \"maybe\": $bad"
 check "REST write of a non-boolean refused with a reason" sh -c "echo '$bad' | grep -q 'not a boolean'"
 
 # Broker restart: REST keeps answering, writes fail clearly, then reconnect + re-subscribe
-kill "$MQPID"; wait "$MQPID" 2>/dev/null; MQPID=""
+kill "$MQPID"; wait "$MQPID" 2>/dev/null; MQPID=""; EXTRA_PIDS=""
 sleep 0.5
 st=$(curl -sf "$API/resources/site/_stats")
 echo "stats during the outage: $st"
