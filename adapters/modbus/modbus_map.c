@@ -442,10 +442,15 @@ static void regs_to_bytes(const uint16_t *regs, unsigned n, enum gw_modbus_order
     }
 }
 
+/* Numeric types span 1, 2 or 4 registers (64 bits at most). */
+#define MAX_NUMERIC_REGS 4
+
 /* Raw bits of a numeric type of n registers as an unsigned integer. */
 static uint64_t regs_to_raw(const uint16_t *regs, unsigned n, enum gw_modbus_order o)
 {
-    uint8_t b[8];
+    uint8_t b[2 * MAX_NUMERIC_REGS];
+    if (n > MAX_NUMERIC_REGS) /* never for a numeric type; states the bound for the compiler */
+        n = MAX_NUMERIC_REGS;
     regs_to_bytes(regs, n, o, b);
     uint64_t raw = 0;
     for (unsigned i = 0; i < 2 * n; i++)
@@ -455,7 +460,9 @@ static uint64_t regs_to_raw(const uint16_t *regs, unsigned n, enum gw_modbus_ord
 
 static void raw_to_regs(uint64_t raw, unsigned n, enum gw_modbus_order o, uint16_t *regs)
 {
-    uint8_t b[8];
+    uint8_t b[2 * MAX_NUMERIC_REGS];
+    if (n > MAX_NUMERIC_REGS)
+        n = MAX_NUMERIC_REGS;
     for (unsigned i = 0; i < 2 * n; i++)
         b[i] = (uint8_t)(raw >> (8 * (2 * n - 1 - i)));
     bytes_to_regs(b, n, o, regs);

@@ -528,6 +528,9 @@ static int delete_row(struct gw_store *s, uint64_t id, struct stream *st, uint64
 /* Reads the oldest row. Returns 1 with the fields filled, 0 when empty, or a GW_E code. */
 static int oldest_row(struct gw_store *s, uint64_t *id, int64_t *sid, int64_t *ts, uint64_t *size)
 {
+    /* Always set, so that callers (and the compiler) never see an unset output. */
+    *id = *size = 0;
+    *sid = *ts = 0;
     sqlite3_stmt *q = s->st[ST_OLDEST];
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
