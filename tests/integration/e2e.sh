@@ -3,7 +3,8 @@
 # folder, processes stopped by pid on exit, check/wait_line helpers, the test broker on free ports
 # and a gateway configuration pointing at it.
 #
-#   . "$HERE/../e2e.sh" NAME     then: e2e_start_broker; e2e_gateway_config; ... ; exit with $FAILS
+#   E2E_NAME=modbus; . "$HERE/../e2e.sh"   then: e2e_start_broker; e2e_gateway_config; ...
+# (A variable, not an argument: POSIX sh's "." passes no arguments to the sourced file.)
 # Variables it sets: PY GWD BROKER DIR PIDS FAILS, and after e2e_start_broker: tport hport.
 # Processes appended to PIDS (and to EXTRA_PIDS, for ones a test restarts) are stopped at exit.
 set -u
@@ -14,7 +15,8 @@ BROKER="$GW_BUILD_DIR/tests/broker/iotmp-broker"
 for f in "$GWD" "$BROKER"; do [ -x "$f" ] || { echo "SKIP: $f not built"; exit 77; }; done
 for t in curl jq; do command -v $t >/dev/null || { echo "SKIP: $t missing"; exit 77; }; done
 
-DIR=$(mktemp -d "/tmp/gw-$1-e2e.XXXXXX")
+DIR=$(mktemp -d "/tmp/gw-${E2E_NAME:?set E2E_NAME before sourcing e2e.sh}-e2e.XXXXXX")
+case $DIR in /tmp/gw-*) ;; *) echo "FAIL: no temporary folder"; exit 1 ;; esac
 PIDS=""
 EXTRA_PIDS=""
 cleanup() {

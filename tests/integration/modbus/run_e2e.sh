@@ -6,7 +6,8 @@
 # started here is stopped by pid. Skipped (77) when the daemon, the broker, pymodbus, curl or jq
 # is missing.
 HERE=$(cd "$(dirname "$0")" && pwd)
-. "$HERE/../e2e.sh" modbus
+E2E_NAME=modbus
+. "$HERE/../e2e.sh"
 "$PY" -c 'import pymodbus.server.async_io' 2>/dev/null || { echo "SKIP: no pymodbus"; exit 77; }
 
 "$PY" "$HERE/sim_server.py" --tcp 0 --units 1 >"$DIR/sim.out" 2>"$DIR/sim.log" &

@@ -8,7 +8,8 @@
 # re-subscribe afterwards). Everything started here is stopped by pid. Skipped (77) when the
 # daemon, the broker, mosquitto, curl or jq is missing.
 HERE=$(cd "$(dirname "$0")" && pwd)
-. "$HERE/../e2e.sh" mqtt
+E2E_NAME=mqtt
+. "$HERE/../e2e.sh"
 for t in mosquitto mosquitto_pub mosquitto_sub; do
     command -v $t >/dev/null || { echo "SKIP: $t missing"; exit 77; }
 done
