@@ -18,6 +18,7 @@
 #include "gpio.h"
 
 #include "gw/config.h"
+#include "gw_test_call.h"
 #include "gw/error.h"
 #include "gw/json.h"
 #include "gw/log.h"
@@ -110,37 +111,10 @@ static void host_config_error(const struct gw_host *host, const char *pointer, c
     va_end(ap);
 }
 
-struct answer {
-    bool done;
-    int rc;
-    struct gw_value out;
-    char msg[512];
-};
-
-static void on_done(void *arg, int rc, const struct gw_value *out, const char *msg)
-{
-    struct answer *a = arg;
-    a->done = true;
-    a->rc = rc;
-    if (out)
-        gw_value_copy(&a->out, out);
-    snprintf(a->msg, sizeof a->msg, "%s", msg ? msg : "");
-    gw_loop_stop(loop);
-}
-
-static void stop_loop(void *arg)
-{
-    (void)arg;
-    gw_loop_stop(loop);
-}
-
 /* Runs the loop for about ms (lets events and timers fire). */
 static void run_for(uint64_t ms)
 {
-    struct gw_timer *t = gw_timer_new(loop, stop_loop, NULL);
-    gw_timer_start(t, ms);
-    gw_loop_run(loop);
-    gw_timer_free(t);
+    gw_test_run_for(loop, ms);
 }
 
 /* Runs the loop until pred(arg) holds, checking every 10 ms, for at most max_ms. */
@@ -155,40 +129,23 @@ static bool wait_until(bool (*pred)(void *), void *arg, uint64_t max_ms)
     return true;
 }
 
-static struct answer call(const char *name, struct gw_value *input)
+static struct gw_test_answer call(const char *name, struct gw_value *input)
 {
-    struct answer a = {.out = GW_VALUE_INIT_NULL};
-    struct gw_res *res = gw_registry_find(reg, name, strlen(name));
-    if (!res) {
-        a.rc = GW_ERESOURCE;
-        snprintf(a.msg, sizeof a.msg, "resource %s not registered", name);
-        return a;
-    }
-    struct gw_timer *t = gw_timer_new(loop, stop_loop, NULL);
-    gw_timer_start(t, 5000); /* safety net against a missing answer */
-    struct gw_call *c = gw_registry_call(reg, res, input, NULL, on_done, &a);
-    gw_loop_run(loop);
-    gw_timer_free(t);
-    if (!a.done) {
-        gw_call_cancel(c);
-        a.rc = GW_ETIMEDOUT;
-        snprintf(a.msg, sizeof a.msg, "no answer");
-    }
-    return a;
+    return gw_test_call(loop, reg, name, input, 5000); /* 5 s: a safety net, not a timing check */
 }
 
-static struct answer call_bool(const char *name, bool b)
+static struct gw_test_answer call_bool(const char *name, bool b)
 {
     struct gw_value v = gw_value_bool(b);
     return call(name, &v);
 }
 
-static bool is_bool(const struct answer *a, bool b)
+static bool is_bool(const struct gw_test_answer *a, bool b)
 {
     return a->rc == 0 && a->out.type == GW_VALUE_BOOL && a->out.b == b;
 }
 
-static uint64_t count_of(const struct answer *a)
+static uint64_t count_of(const struct gw_test_answer *a)
 {
     const struct gw_value *c = gw_value_map_get(&a->out, "count");
     return c && (c->type == GW_VALUE_UINT || c->type == GW_VALUE_INT) ? c->u : UINT64_MAX;
@@ -345,7 +302,7 @@ int main(void)
     s_btn.n = s_door.n = s_bouncy.n = 0;
 
     /* --- outputs --- */
-    struct answer a = call("t/relay", NULL);
+    struct gw_test_answer a = call("t/relay", NULL);
     check(is_bool(&a, false) && sim_value(0) == 0, "relay (by line name) starts at 0 (sysfs %d)",
           sim_value(0));
     a = call_bool("t/relay", true);

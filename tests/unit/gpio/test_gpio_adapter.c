@@ -17,6 +17,8 @@
 #include "gw/registry.h"
 #include "gw/schema.h"
 
+#include "gw_test_call.h"
+
 #include <check.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,41 +86,11 @@ static int create_text(const char *text, void **state)
     return rc;
 }
 
-struct answer {
-    bool done;
-    int rc;
-    struct gw_value out;
-    char msg[512];
-};
-
-static void on_done(void *arg, int rc, const struct gw_value *out, const char *msg)
-{
-    struct answer *a = arg;
-    a->done = true;
-    a->rc = rc;
-    if (out)
-        gw_value_copy(&a->out, out);
-    snprintf(a->msg, sizeof a->msg, "%s", msg ? msg : "");
-    gw_loop_stop(loop);
-}
-
-static void on_timeout(void *arg)
-{
-    (void)arg;
-    gw_loop_stop(loop);
-}
-
 /* Calls resource name with input (taken; NULL = none) and runs the loop until it answers. */
-static struct answer call(const char *name, struct gw_value *input)
+static struct gw_test_answer call(const char *name, struct gw_value *input)
 {
-    struct answer a = {.out = GW_VALUE_INIT_NULL};
-    struct gw_res *res = gw_registry_find(reg, name, strlen(name));
-    ck_assert_msg(res != NULL, "resource %s not registered", name);
-    struct gw_timer *t = gw_timer_new(loop, on_timeout, NULL);
-    gw_timer_start(t, 5000); /* a safety net against a missing answer, not a timing check */
-    gw_registry_call(reg, res, input, NULL, on_done, &a);
-    gw_loop_run(loop);
-    gw_timer_free(t);
+    struct gw_test_answer a = gw_test_call(loop, reg, name, input, 5000);
+    ck_assert_msg(a.rc != GW_ERESOURCE, "resource %s not registered", name);
     ck_assert_msg(a.done, "%s: no answer", name);
     return a;
 }
@@ -155,7 +127,7 @@ START_TEST(test_missing_chip_and_line_are_clear_call_errors)
     ck_assert_uint_eq(gw_registry_count(reg), 5); /* in, in/count, out, out/pulse, named */
     ck_assert_ptr_null(gw_registry_find(reg, "t/named/count", 13)); /* edge none: no counter */
 
-    struct answer a = call("t/in", NULL);
+    struct gw_test_answer a = call("t/in", NULL);
     ck_assert_int_eq(a.rc, GW_ENOENT);
     ck_assert_str_eq(a.msg, "gpio t: in: GPIO chip 'no-such-chip' not found (no chip with that "
                             "name, number, label or path)");
