@@ -68,6 +68,11 @@ int gw_broker_json_check(const json_t *j);
 /* Writes j (borrowed) as PSON v2; {"$bytes":"hex"} becomes bytes. */
 void gw_broker_json_to_pson(const json_t *j, struct gw_pson_writer *w);
 
+/* Compact JSON text of j (borrowed; any value, NULL = "null") with every real written in the
+ * fewest digits that read back to the same double (21.7, not json_dumps' 21.699999999999999).
+ * Caller frees. */
+char *gw_broker_json_dumps(const json_t *j);
+
 /* A field as text for messages: a string as is, anything else as compact JSON. Caller frees. */
 char *gw_broker_json_text(const json_t *j);
 

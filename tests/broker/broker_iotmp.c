@@ -914,7 +914,7 @@ static void server_action(struct gw_broker_conn *c, const struct gw_iotmp_frame 
         free(target);
         return;
     }
-    char *text = pl ? json_dumps(pl, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
+    char *text = gw_broker_json_dumps(pl);
     gw_broker_log(GW_BROKER_DEBUG, "server action", "{s:s,s:s,s:i,s:s,s:s}", "user", c->user,
                   "device", c->device, "action", (int)code, "target", target, "layout", lname);
     switch (code) {
@@ -1045,7 +1045,7 @@ static int handle_frame(struct gw_broker_conn *c, uint64_t type, const uint8_t *
         }
         slot->seq = ++s->next_seq;
         slot->ts = gw_broker_now_ms();
-        slot->data = d ? json_dumps(d, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
+        slot->data = gw_broker_json_dumps(d);
         json_decref(d);
         gw_broker_rest_stream_event(s);
         return 0;

@@ -71,12 +71,86 @@ void gw_broker_json_to_pson(const json_t *j, struct gw_pson_writer *w)
     gw_value_fini(&v);
 }
 
+/* Growing text buffer for gw_broker_json_dumps. */
+struct jbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void jb_put(struct jbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        while (b->len + n + 1 > b->cap)
+            b->cap = b->cap ? b->cap * 2 : 256;
+        b->p = gw_realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+/* Jansson writes strings, integers and literals; reals get the shortest round-trip form. */
+static void jb_value(struct jbuf *b, const json_t *j)
+{
+    if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        int first = 1;
+        jb_put(b, "{", 1);
+        json_object_foreach((json_t *)j, k, v) {
+            if (!first)
+                jb_put(b, ",", 1);
+            first = 0;
+            json_t *key = json_string(k);
+            jb_value(b, key);
+            json_decref(key);
+            jb_put(b, ":", 1);
+            jb_value(b, v);
+        }
+        jb_put(b, "}", 1);
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        jb_put(b, "[", 1);
+        json_array_foreach((json_t *)j, i, v) {
+            if (i)
+                jb_put(b, ",", 1);
+            jb_value(b, v);
+        }
+        jb_put(b, "]", 1);
+    } else if (json_is_real(j)) {
+        double d = json_real_value(j);
+        char t[40];
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(t, sizeof(t), "%.*g", prec, d);
+            if (strtod(t, NULL) == d)
+                break;
+        }
+        /* JSON needs a fraction or exponent to stay a real once read back ("2.0", not "2"). */
+        if (!strpbrk(t, ".eEn"))
+            strcat(t, ".0");
+        jb_put(b, t, strlen(t));
+    } else {
+        char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        jb_put(b, s ? s : "null", s ? strlen(s) : 4);
+        free(s);
+    }
+}
+
+char *gw_broker_json_dumps(const json_t *j)
+{
+    struct jbuf b = {0};
+    if (!j)
+        return gw_strdup("null");
+    jb_value(&b, j);
+    return b.p;
+}
+
 char *gw_broker_json_text(const json_t *j)
 {
     if (!j)
         return gw_strdup("");
     if (json_is_string(j))
         return gw_strdup(json_string_value(j));
-    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-    return s ? s : gw_strdup("?");
+    return gw_broker_json_dumps(j);
 }

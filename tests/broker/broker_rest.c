@@ -64,7 +64,7 @@ void gw_broker_req_respond(struct gw_broker_req *req, int status, json_t *body)
         return;
     }
     req_detach(req);
-    char *txt = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *txt = body ? gw_broker_json_dumps(body) : NULL;
     json_decref(body);
     if (!txt)
         txt = gw_strdup("null");
@@ -471,7 +471,7 @@ static void property(struct gw_broker_req *r, const char *u, const char *d, cons
         gw_broker_req_error(r, 400, "PUT of a property needs a JSON body", NULL);
         return;
     }
-    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = gw_broker_json_dumps(v);
     int rc = gw_broker_db_set_property(u, d, p, "rest", text);
     free(text);
     if (rc < 0) {
