@@ -22,8 +22,11 @@
  * Only the worker touches its modbus_t, its jobs and the per-point publishing state; the loop
  * thread hands it operations through a mutex-protected queue and gets answers through
  * gw_call_reply/gw_call_fail and values through gw_registry_publish/_mark_stale.
+ * The worker records how late each scheduled poll starts (modbus_late.h); `_stats/<connection>`
+ * reports its p50/p99/max and the missed deadlines.
  */
 #include "modbus_adapter.h"
+#include "modbus_late.h"
 
 #include "modbus_map.h"
 #include "modbus_plan.h"
@@ -50,6 +53,16 @@
 #define MB_DEFAULT_INTERVAL_MS 1000
 #define MB_PTR 160
 #define MB_ERR 256
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MB_STACK_SIZE (2u << 20)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define MB_STACK_SIZE (2u << 20)
+#endif
+#endif
+#ifndef MB_STACK_SIZE
+#define MB_STACK_SIZE (256u << 10)
+#endif
 
 struct mb_inst;
 struct mb_conn;
@@ -87,7 +100,9 @@ struct mb_job {
     uint16_t *buf16;
     uint8_t *buf8;
     bool gap_fallback;          /* planned with gap 0 after an exception */
-    uint64_t due;
+    bool first;                 /* the first poll (at start) has not run yet */
+    uint64_t phase_us;          /* offset of the polls after the first (see worker()) */
+    uint64_t due;               /* next due time, monotonic microseconds */
 };
 
 struct mb_device {
@@ -169,6 +184,7 @@ struct mb_conn {
     bool stop;
     struct mb_op *head, *tail;
     atomic_ulong n_requests, n_link_losses, n_connects, n_crc;
+    struct gw_modbus_late late; /* worker-only (read by OP_STATS on the worker) */
 };
 
 struct mb_inst {
@@ -192,6 +208,13 @@ static uint64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static uint64_t wall_ms(void)
@@ -1209,7 +1232,10 @@ static void put_uint(struct gw_value *map, const char *key, uint64_t u)
     *gw_value_map_set(map, key, strlen(key)) = gw_value_uint(u);
 }
 
-static void op_stats(struct mb_conn *conn, struct gw_call *call)
+/* Answers the connection's counters. With input {"reset_lateness": true} the lateness figures
+ * (polls, quantiles, max, missed, skipped) start again from zero after this answer, so that a
+ * caller can measure a window (e.g. after start-up). */
+static void op_stats(struct mb_conn *conn, struct gw_call *call, const struct gw_value *in)
 {
     struct gw_value m = gw_value_map();
     put_uint(&m, "connected", conn->connected);
@@ -1217,6 +1243,13 @@ static void op_stats(struct mb_conn *conn, struct gw_call *call)
     put_uint(&m, "connects", atomic_load(&conn->n_connects));
     put_uint(&m, "link_losses", atomic_load(&conn->n_link_losses));
     put_uint(&m, "crc_errors", atomic_load(&conn->n_crc));
+    /* Poll lateness: how late scheduled polls started against their due time. */
+    put_uint(&m, "polls", conn->late.polls);
+    put_uint(&m, "late_p50_us", gw_modbus_late_quantile(&conn->late, 0.50));
+    put_uint(&m, "late_p99_us", gw_modbus_late_quantile(&conn->late, 0.99));
+    put_uint(&m, "late_max_us", conn->late.max_us);
+    put_uint(&m, "missed_deadlines", conn->late.missed);
+    put_uint(&m, "skipped_polls", conn->late.skipped);
     struct gw_value *devs = gw_value_map_set(&m, "devices", 7);
     *devs = gw_value_map();
     for (size_t d = 0; d < conn->ndevs; d++) {
@@ -1233,6 +1266,13 @@ static void op_stats(struct mb_conn *conn, struct gw_call *call)
         put_uint(dm, "failed_cycles", dev->fails);
     }
     gw_call_reply(call, &m);
+    bool reset = false;
+    if (in && in->type == GW_VALUE_MAP) {
+        const struct gw_value *r = gw_value_map_get(in, "reset_lateness");
+        reset = r && r->type == GW_VALUE_BOOL && r->b;
+    }
+    if (reset)
+        memset(&conn->late, 0, sizeof conn->late);
 }
 
 static void op_run(struct mb_conn *conn, struct mb_op *op)
@@ -1240,7 +1280,7 @@ static void op_run(struct mb_conn *conn, struct mb_op *op)
     char err[MB_ERR];
     switch (op->kind) {
     case OP_STATS:
-        op_stats(conn, op->call);
+        op_stats(conn, op->call, &op->in);
         break;
     case OP_READ_DEVICE:
         if (!device_refuses(op->dev, op->call))
@@ -1281,7 +1321,7 @@ static bool device_healthy(const struct mb_device *dev)
  * (shortest interval, then earliest due); a suspect or quarantined device only when its worst case
  * fits before the next healthy job.
  */
-static struct mb_job *pick_job(struct mb_conn *conn, uint64_t now, uint64_t *wake)
+static struct mb_job *pick_job(struct mb_conn *conn, uint64_t now, uint64_t *wake) /* us */
 {
     struct mb_job *best = NULL;
     uint64_t healthy_next = UINT64_MAX;
@@ -1310,14 +1350,14 @@ static struct mb_job *pick_job(struct mb_conn *conn, uint64_t now, uint64_t *wak
         if (device_healthy(dev))
             continue;
         uint64_t eligible = job->due;
-        if (dev->quarantined && dev->q_until > eligible)
-            eligible = dev->q_until;
+        if (dev->quarantined && dev->q_until * 1000u > eligible)
+            eligible = dev->q_until * 1000u;
         if (eligible > now) {
             if (eligible < w)
                 w = eligible;
             continue;
         }
-        uint64_t cost = (uint64_t)dev->timeout_ms * (dev->retries + 1) + dev->delay_ms + 5;
+        uint64_t cost = ((uint64_t)dev->timeout_ms * (dev->retries + 1) + dev->delay_ms + 5) * 1000u;
         if (healthy_next == UINT64_MAX || healthy_next >= now + cost) {
             if (best == NULL || eligible < best->due)
                 best = job;
@@ -1327,21 +1367,40 @@ static struct mb_job *pick_job(struct mb_conn *conn, uint64_t now, uint64_t *wak
     return best;
 }
 
-static void job_reschedule(struct mb_inst *in, struct mb_job *job, uint64_t now)
+/* Moves a job to its next due time (now in us); polls jumped over count as skipped. */
+static void job_reschedule(struct mb_inst *in, struct mb_conn *conn, struct mb_job *job,
+                           uint64_t now)
 {
-    uint64_t iv = in->groups[job->group].interval_ms;
+    uint64_t iv = in->groups[job->group].interval_ms * 1000u;
     job->due += iv;
-    if (job->due + iv < now)
-        job->due = now; /* far behind: run again soon, without a burst of catch-up polls */
+    if (job->first) {
+        job->due += job->phase_us;
+        job->first = false;
+    }
+    if (job->due + iv < now) {
+        /* Far behind: run again soon, without a burst of catch-up polls. The polls due in
+         * [due, now - iv) will never run. */
+        gw_modbus_late_skip(&conn->late, iv ? (now - job->due) / iv : 0);
+        job->due = now;
+    }
 }
 
 static void *worker(void *arg)
 {
     struct mb_conn *conn = arg;
     struct mb_inst *in = conn->inst;
-    uint64_t now = mono_ms();
-    for (size_t j = 0; j < conn->njobs; j++)
-        conn->jobs[j].due = now;
+    /* Every job polls at once at start; afterwards the connections of an instance are spread
+     * over the interval (connection i of n at i/n of it), so that a thousand connections do not
+     * all wake in the same millisecond, every second, and queue behind each other for the CPU. */
+    uint64_t now = mono_us();
+    size_t ci = (size_t)(conn - in->conns);
+    for (size_t j = 0; j < conn->njobs; j++) {
+        struct mb_job *job = &conn->jobs[j];
+        uint64_t iv = in->groups[job->group].interval_ms * 1000u;
+        job->due = now;
+        job->first = true;
+        job->phase_us = in->nconns > 1 ? iv * ci / in->nconns : 0;
+    }
     for (;;) {
         struct mb_op *op = NULL;
         struct mb_job *job = NULL;
@@ -1349,16 +1408,16 @@ static void *worker(void *arg)
         for (;;) {
             if (conn->stop || conn->head)
                 break;
-            now = mono_ms();
+            now = mono_us();
             uint64_t wake = UINT64_MAX;
             job = pick_job(conn, now, &wake);
             if (job)
                 break;
             if (wake == UINT64_MAX)
-                wake = now + 1000;
+                wake = now + 1000000u;
             struct timespec ts;
-            ts.tv_sec = (time_t)(wake / 1000);
-            ts.tv_nsec = (long)(wake % 1000) * 1000000L;
+            ts.tv_sec = (time_t)(wake / 1000000u);
+            ts.tv_nsec = (long)(wake % 1000000u) * 1000L;
             pthread_cond_timedwait(&conn->cv, &conn->mu, &ts);
         }
         if (conn->stop) {
@@ -1380,17 +1439,22 @@ static void *worker(void *arg)
         }
         if (!conn_ensure(conn)) {
             /* Not connected and not yet time to retry: jobs wait for the link. */
-            now = mono_ms();
+            now = mono_us();
             for (size_t j = 0; j < conn->njobs; j++)
-                if (conn->jobs[j].due <= now)
-                    job_reschedule(in, &conn->jobs[j], now);
+                if (conn->jobs[j].due <= now) {
+                    gw_modbus_late_skip(&conn->late, 1);
+                    job_reschedule(in, conn, &conn->jobs[j], now);
+                }
             pacer_mark(conn); /* stale marks made while (re)connecting */
             continue;
         }
         pacer_wait(conn);
+        now = mono_us();
+        gw_modbus_late_record(&conn->late, now > job->due ? now - job->due : 0,
+                              in->groups[job->group].interval_ms * 1000u);
         job_run(job);
         pacer_mark(conn);
-        job_reschedule(in, job, mono_ms());
+        job_reschedule(in, conn, job, mono_us());
     }
     pacer_mark(conn);
     /* Fail what is still queued. */
@@ -1464,9 +1528,12 @@ static int run_device(void *ctx, struct gw_call *call)
 static int run_stats(void *ctx, struct gw_call *call)
 {
     struct mb_conn *conn = ctx;
+    const struct gw_value *in = gw_call_input(call);
     struct mb_op *op = gw_calloc(1, sizeof *op);
     op->kind = OP_STATS;
     op->call = call;
+    if (in && in->type != GW_VALUE_NULL)
+        gw_value_copy(&op->in, in);
     return enqueue(conn, op);
 }
 
@@ -1764,15 +1831,25 @@ static int mb_start(void *state)
         return rc;
     }
     in->started = true;
+    /* Worker stacks: the default (8 MiB of address space each) would take 8 GiB of a 32-bit
+     * address space with 1,000 connections. The worker's deepest path (a failing write with its
+     * log line: libmodbus, vsnprintf, gw_log) touched 12-16 KiB of stack in the daemon
+     * (/proc/PID/smaps, Rss of the stack mappings), so 256 KiB leaves a wide margin; sanitizer
+     * builds get 2 MiB for their bigger frames. */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, MB_STACK_SIZE);
     for (size_t ci = 0; ci < in->nconns; ci++) {
         struct mb_conn *conn = &in->conns[ci];
         conn->stop = false;
-        if (pthread_create(&conn->th, NULL, worker, conn) != 0) {
+        if (pthread_create(&conn->th, &attr, worker, conn) != 0) {
+            pthread_attr_destroy(&attr);
             mb_stop(in);
             return GW_ENOMEM;
         }
         conn->th_started = true;
     }
+    pthread_attr_destroy(&attr);
     return 0;
 }
 
