@@ -3,8 +3,11 @@
  * Fuzz target: the configuration path an operator's file takes. The input is parsed as a JSON
  * document with positions (gw_config_parse), validated against the real schema it claims to be
  * (an adapter schema when it has a "type" of a known kind, else the gateway schema), every
- * diagnostic is located and formatted, and the document goes through JSON -> value -> JSON, which
- * must give an equal document. Schemas come from GW_FUZZ_SCHEMA_DIR (the source tree's schema/).
+ * diagnostic is located and formatted, and the document goes through JSON -> value -> JSON: the
+ * output must read back to an equal value and be canonical (a second round trip gives the same
+ * text), and a document without tagged forms ({"$int": ".."}, {"$bytes": ".."}, {"$double": ".."},
+ * which have non-canonical spellings such as {"$int": "2"} for 2) must come back unchanged.
+ * Schemas come from GW_FUZZ_SCHEMA_DIR (the source tree's schema/).
  */
 #include "gw/config.h"
 #include "gw/json.h"
@@ -37,6 +40,56 @@ static void load_schemas(void)
     }
 }
 
+/* True when j holds an object gw/json.h reads as a tagged value (one "$..." member, a string). */
+static int has_tagged(json_t *j)
+{
+    if (json_is_array(j)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(j, i, e) {
+            if (has_tagged(e))
+                return 1;
+        }
+    } else if (json_is_object(j)) {
+        const char *k;
+        json_t *e;
+        if (json_object_size(j) == 1) {
+            json_object_foreach(j, k, e) {
+                if (k[0] == '$' && json_is_string(e))
+                    return 1;
+            }
+        }
+        json_object_foreach(j, k, e) {
+            if (has_tagged(e))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static void round_trip(json_t *root)
+{
+    struct gw_value v, v2;
+    if (gw_json_to_value(root, &v) != 0)
+        return;
+    json_t *back = gw_value_to_json(&v);
+    if (!back) { /* a string that is not UTF-8 cannot come from parsed JSON text */
+        gw_value_fini(&v);
+        return;
+    }
+    if (!has_tagged(root) && !json_equal(root, back))
+        abort(); /* JSON -> value -> JSON changed a plain document */
+    if (gw_json_to_value(back, &v2) != 0 || !gw_value_equal(&v, &v2))
+        abort(); /* the output does not read back to the same value */
+    json_t *back2 = gw_value_to_json(&v2);
+    if (!back2 || !json_equal(back, back2))
+        abort(); /* the output is not canonical */
+    json_decref(back2);
+    json_decref(back);
+    gw_value_fini(&v2);
+    gw_value_fini(&v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!schemas[0])
@@ -55,14 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (strcmp(json_string_value(type), kinds[i]) == 0)
                 schema = schemas[i];
         gw_schema_validate_doc(schema, doc, &diags);
-        struct gw_value v;
-        if (gw_json_to_value(root, &v) == 0) {
-            json_t *back = gw_value_to_json(&v);
-            if (!back || !json_equal(root, back))
-                abort(); /* JSON -> value -> JSON must not change the document */
-            json_decref(back);
-            gw_value_fini(&v);
-        }
+        round_trip(root);
         gw_config_free(doc);
     }
     char *text = gw_diag_format(&diags);
