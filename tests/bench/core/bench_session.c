@@ -6,10 +6,17 @@
  *   client (this program, K keep-alive HTTP connections) --REST GET--> iotmp-broker --RUN-->
  *   gateway session (this program, loop thread) --OK--> broker --HTTP 200--> client
  *
- * Prints p50/p99 latency and calls/s with 1 and with 64 requests in flight, the gateway-side
- * processing time per call (the session's own busy time: parsing, dispatch, answer encoding and
- * writing, excluding loop waits), and the floor: a 64-byte TCP echo round trip on loopback, p50/p99.
- * No assertions: figures only. Usage: bench_session [seconds per phase, default 3]
+ * Sweeps the number of calls in flight (1, 2, 4, ... 256: one keep-alive HTTP connection per call
+ * in flight, each sending its next request when its answer is in). At each level it prints
+ * p50/p99/p99.9 round trip and calls/s, the gateway-side processing time per call (the session's
+ * own busy time: parsing, dispatch, answer encoding and writing, excluding loop waits), and beside
+ * it the floor at the same concurrency: 64-byte echo round trips over as many loopback TCP
+ * connections to one echo thread (the same shape: one client thread, one server thread, no
+ * protocol work). No assertions: figures only.
+ * With GW_BENCH_DATA set to a directory, also writes session_rtt.tsv there.
+ *
+ *   bench_session [SECONDS_PER_PHASE (default 3)] [--quick] [--max-inflight N (default 256)]
+ * --quick is 0.4 s per phase.
  */
 #include "gw/error.h"
 #include "gw/log.h"
@@ -22,6 +29,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -269,65 +277,144 @@ static void run_phase(unsigned inflight, double secs, struct phase *ph)
     qsort(ph->lat, ph->n, sizeof(uint64_t), cmp_u64);
 }
 
-/* --- Floor: raw loopback TCP echo --- */
+/* --- Floor: raw loopback TCP echo with K round trips in flight --- */
+
+#define ECHO_LEN 64
 
 static int echo_listen_fd;
+static atomic_int echo_stop;
 
+/* One thread, epoll: accepts any number of connections and echoes what each sends. */
 static void *echo_thread(void *arg)
 {
     (void)arg;
-    int c = accept(echo_listen_fd, NULL, NULL);
-    int one = 1;
-    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    char b[64];
-    for (;;) {
-        ssize_t r = recv(c, b, sizeof(b), 0);
-        if (r <= 0)
-            break;
-        if (send(c, b, (size_t)r, MSG_NOSIGNAL) != r)
-            break;
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = echo_listen_fd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, echo_listen_fd, &ev);
+    struct epoll_event evs[64];
+    char b[4096];
+    while (!atomic_load(&echo_stop)) {
+        int n = epoll_wait(ep, evs, 64, 100);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == echo_listen_fd) {
+                int c = accept(echo_listen_fd, NULL, NULL);
+                if (c < 0)
+                    continue;
+                int one = 1;
+                setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                struct epoll_event cev = {.events = EPOLLIN, .data.fd = c};
+                epoll_ctl(ep, EPOLL_CTL_ADD, c, &cev);
+                continue;
+            }
+            ssize_t r = recv(fd, b, sizeof(b), 0);
+            if (r <= 0 || send(fd, b, (size_t)r, MSG_NOSIGNAL) != r) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+            }
+        }
     }
-    close(c);
+    close(ep);
     return NULL;
 }
 
-static void raw_floor(unsigned count, uint64_t *p50, uint64_t *p99)
+struct echo_client {
+    int fd;
+    uint64_t sent_at;
+    size_t got;
+};
+
+static void run_floor(unsigned port, unsigned inflight, double secs, struct phase *ph)
 {
-    echo_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(echo_listen_fd, (struct sockaddr *)&a, sizeof(a));
-    listen(echo_listen_fd, 1);
-    socklen_t l = sizeof(a);
-    getsockname(echo_listen_fd, (struct sockaddr *)&a, &l);
-    pthread_t th;
-    pthread_create(&th, NULL, echo_thread, NULL);
-    int fd = tcp_connect(ntohs(a.sin_port));
-    uint64_t *lat = malloc(count * sizeof(uint64_t));
-    char b[64] = {0};
-    for (unsigned i = 0; i < count; i++) {
-        uint64_t t0 = now_ns();
-        send(fd, b, sizeof(b), 0);
-        size_t got = 0;
-        while (got < sizeof(b)) {
-            ssize_t r = recv(fd, b + got, sizeof(b) - got, 0);
-            if (r <= 0)
-                break;
-            got += (size_t)r;
+    struct echo_client *cl = calloc(inflight, sizeof(*cl));
+    struct pollfd *pf = calloc(inflight, sizeof(*pf));
+    ph->cap = 1 << 22;
+    ph->lat = malloc(ph->cap * sizeof(uint64_t));
+    ph->n = 0;
+    ph->errors = 0;
+    char b[ECHO_LEN] = {0};
+    for (unsigned i = 0; i < inflight; i++) {
+        cl[i].fd = tcp_connect(port);
+        if (cl[i].fd < 0) {
+            ph->errors++;
+            continue;
         }
-        lat[i] = now_ns() - t0;
+        cl[i].sent_at = now_ns();
+        if (send(cl[i].fd, b, sizeof(b), MSG_NOSIGNAL) != (ssize_t)sizeof(b))
+            ph->errors++;
     }
-    close(fd);
-    pthread_join(th, NULL);
-    close(echo_listen_fd);
-    qsort(lat, count, sizeof(uint64_t), cmp_u64);
-    *p50 = pct(lat, count, 0.5);
-    *p99 = pct(lat, count, 0.99);
-    free(lat);
+    uint64_t start = now_ns(), stop = start + (uint64_t)(secs * 1e9);
+    while (now_ns() < stop) {
+        for (unsigned i = 0; i < inflight; i++)
+            pf[i] = (struct pollfd){.fd = cl[i].fd, .events = POLLIN};
+        if (poll(pf, inflight, 100) <= 0)
+            continue;
+        for (unsigned i = 0; i < inflight; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            struct echo_client *c = &cl[i];
+            char in[ECHO_LEN];
+            ssize_t r = recv(c->fd, in, sizeof(in) - c->got, 0);
+            if (r <= 0) {
+                ph->errors++;
+                close(c->fd);
+                c->fd = -1;
+                continue;
+            }
+            c->got += (size_t)r;
+            if (c->got < ECHO_LEN)
+                continue;
+            uint64_t t = now_ns();
+            if (ph->n < ph->cap)
+                ph->lat[ph->n++] = t - c->sent_at;
+            c->got = 0;
+            c->sent_at = now_ns();
+            if (send(c->fd, b, sizeof(b), MSG_NOSIGNAL) != (ssize_t)sizeof(b))
+                ph->errors++;
+        }
+    }
+    ph->secs = (double)(now_ns() - start) / 1e9;
+    for (unsigned i = 0; i < inflight; i++)
+        if (cl[i].fd >= 0)
+            close(cl[i].fd);
+    free(cl);
+    free(pf);
+    qsort(ph->lat, ph->n, sizeof(uint64_t), cmp_u64);
+}
+
+static FILE *tsv_open(const char *name, const char *header)
+{
+    const char *dir = getenv("GW_BENCH_DATA");
+    if (!dir || !*dir)
+        return NULL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "bench_session: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    fprintf(f, "# %s\n", header);
+    return f;
 }
 
 int main(int argc, char **argv)
 {
-    double secs = argc > 1 ? atof(argv[1]) : 3.0;
+    double secs = 3.0;
+    unsigned max_inflight = 256;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            secs = 0.4;
+        else if (strcmp(argv[i], "--max-inflight") == 0 && i + 1 < argc)
+            max_inflight = (unsigned)atoi(argv[++i]);
+        else if (atof(argv[i]) > 0)
+            secs = atof(argv[i]);
+        else {
+            fprintf(stderr, "usage: %s [SECONDS_PER_PHASE] [--quick] [--max-inflight N]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
     gw_log_set_level(GW_LOG_WARN);
     if (start_broker() < 0)
@@ -353,26 +440,62 @@ int main(int argc, char **argv)
     }
     usleep(200000);
 
-    uint64_t f50, f99;
-    raw_floor(20000, &f50, &f99);
-    printf("floor: raw loopback TCP echo (64 B), 1 in flight: p50 %.1f us, p99 %.1f us\n",
-           (double)f50 / 1e3, (double)f99 / 1e3);
+    /* The floor's echo thread lives for the whole sweep. */
+    echo_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in ea = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t el = sizeof(ea);
+    if (bind(echo_listen_fd, (struct sockaddr *)&ea, sizeof(ea)) < 0 ||
+        listen(echo_listen_fd, 512) < 0 ||
+        getsockname(echo_listen_fd, (struct sockaddr *)&ea, &el) < 0) {
+        perror("bench_session: echo floor socket");
+        return 1;
+    }
+    pthread_t eth;
+    pthread_create(&eth, NULL, echo_thread, NULL);
+    unsigned echo_port = ntohs(ea.sin_port);
 
-    unsigned phases[] = {1, 64};
-    for (size_t i = 0; i < 2; i++) {
+    FILE *tsv = tsv_open("session_rtt.tsv",
+                         "inflight\tcalls_per_s\tp50_us\tp99_us\tp999_us\terrors\t"
+                         "gw_us_per_call\tfloor_rt_per_s\tfloor_p50_us\tfloor_p99_us\t"
+                         "floor_p999_us");
+    printf("RUN via the broker's REST API to a no-op resource vs the floor (64-byte loopback TCP "
+           "echo, same number in flight), %.1f s per phase\n", secs);
+    printf("%8s | %9s %9s %9s %9s %6s %8s | %9s %9s %9s %9s | %6s\n", "inflight", "calls/s",
+           "p50 us", "p99 us", "p99.9 us", "errors", "gw us", "floor rt/s", "p50 us", "p99 us",
+           "p99.9 us", "x p50");
+    unsigned total_calls = 0;
+    for (unsigned k = 1; k <= max_inflight; k *= 2) {
+        struct phase fl;
+        run_floor(echo_port, k, secs, &fl);
         struct gw_session_stats a, b;
         get_stats(&a);
         struct phase ph;
-        run_phase(phases[i], secs, &ph);
+        run_phase(k, secs, &ph);
         get_stats(&b);
         uint64_t calls = b.calls_in - a.calls_in;
-        printf("RUN via broker REST, %2u in flight: %zu calls in %.1f s = %.0f calls/s, "
-               "p50 %.1f us, p99 %.1f us, errors %u; gateway-side %.2f us/call\n",
-               phases[i], ph.n, ph.secs, (double)ph.n / ph.secs,
-               (double)pct(ph.lat, ph.n, 0.5) / 1e3, (double)pct(ph.lat, ph.n, 0.99) / 1e3,
-               ph.errors, calls ? (double)(b.busy_ns - a.busy_ns) / (double)calls / 1e3 : 0.0);
+        double gw_us = calls ? (double)(b.busy_ns - a.busy_ns) / (double)calls / 1e3 : 0.0;
+        double p50 = (double)pct(ph.lat, ph.n, 0.5) / 1e3, p99 = (double)pct(ph.lat, ph.n, 0.99) / 1e3,
+               p999 = (double)pct(ph.lat, ph.n, 0.999) / 1e3;
+        double f50 = (double)pct(fl.lat, fl.n, 0.5) / 1e3, f99 = (double)pct(fl.lat, fl.n, 0.99) / 1e3,
+               f999 = (double)pct(fl.lat, fl.n, 0.999) / 1e3;
+        printf("%8u | %9.0f %9.1f %9.1f %9.1f %6u %8.2f | %9.0f %9.1f %9.1f %9.1f | %6.1f\n", k,
+               (double)ph.n / ph.secs, p50, p99, p999, ph.errors, gw_us, (double)fl.n / fl.secs, f50,
+               f99, f999, f50 > 0 ? p50 / f50 : 0.0);
+        fflush(stdout);
+        if (tsv)
+            fprintf(tsv, "%u\t%.0f\t%.1f\t%.1f\t%.1f\t%u\t%.2f\t%.0f\t%.1f\t%.1f\t%.1f\n", k,
+                    (double)ph.n / ph.secs, p50, p99, p999, ph.errors, gw_us,
+                    (double)fl.n / fl.secs, f50, f99, f999);
+        total_calls += (unsigned)ph.n;
         free(ph.lat);
+        free(fl.lat);
     }
+    if (tsv)
+        fclose(tsv);
+    printf("targets: gateway-side processing < 20 us per call; p99 < 1 ms with 1 in flight\n");
+    atomic_store(&echo_stop, 1);
+    pthread_join(eth, NULL);
+    close(echo_listen_fd);
 
     gw_loop_post(loop, stop_task, NULL);
     pthread_join(th, NULL);
@@ -385,5 +508,5 @@ int main(int argc, char **argv)
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", tmpdir);
-    return 0;
+    return total_calls ? 0 : 1;
 }

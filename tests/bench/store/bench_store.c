@@ -12,11 +12,14 @@
  *   5. RSS (/proc/self/statm) with 10,000 and with 1,000,000 samples queued, and the time to
  *      reopen (integrity check + counting) a store that holds 1,000,000 rows.
  * Usage: bench_store [--quick] [--dir DIR]. --quick runs 1/10 of the rows in a few seconds.
+ * With GW_BENCH_DATA set to a directory, also writes store_rates.tsv there (each rate beside the
+ * raw SQLite floor it is compared with).
  */
 #include "gw/error.h"
 #include "gw/log.h"
 #include "gw/store.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -232,6 +235,29 @@ static double ingest(struct gw_store *s, uint64_t first, unsigned rows, double *
     return rows / (now_s() - t0);
 }
 
+static FILE *tsv_open(const char *name, const char *header)
+{
+    const char *dir = getenv("GW_BENCH_DATA");
+    if (!dir || !*dir)
+        return NULL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "bench_store: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    fprintf(f, "# %s\n", header);
+    return f;
+}
+
+static void tsv_row(FILE *f, const char *what, double rate, const char *floor_what, double floor)
+{
+    if (f)
+        fprintf(f, "%s\t%.0f\t%.0f\t%.3f\t%s\n", what, rate, floor, floor > 0 ? rate / floor : 0.0,
+                floor_what);
+}
+
 int main(int argc, char **argv)
 {
     int quick = 0;
@@ -351,6 +377,21 @@ int main(int argc, char **argv)
     gw_store_close(s);
     printf("store  ingest, group commit 500 rows/250 ms, NORMAL: %9.0f samples/s\n", rate_n);
 
+    FILE *tsv = tsv_open("store_rates.tsv", "what\trows_per_s\tfloor_rows_per_s\tratio\tfloor");
+    tsv_row(tsv, "store ingest FULL", rate, "raw SQLite txn 500 FULL", raw500);
+    tsv_row(tsv, "store ingest NORMAL", rate_n, "raw SQLite txn 500 NORMAL", raw500n);
+    tsv_row(tsv, "store drain next+ack (local)", drain_rate, "raw SQLite txn 500 FULL", raw500);
+    tsv_row(tsv, "raw SQLite txn 100 FULL", raw100, "raw SQLite txn 500 FULL", raw500);
+    if (tsv)
+        fclose(tsv);
+    tsv = tsv_open("store_figures.tsv", "figure\tvalue\tunit");
+    if (tsv) {
+        fprintf(tsv, "bytes_written_per_sample\t%.1f\tB\n", (double)(w1 - w0) / big);
+        fprintf(tsv, "rss_10k_queued\t%.1f\tMiB\n", rss10k);
+        fprintf(tsv, "rss_big_queued\t%.1f\tMiB\n", rss_big);
+        fprintf(tsv, "big_queued_rows\t%u\trows\n", big);
+        fclose(tsv);
+    }
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     printf("targets: ingest >= 100000 samples/s, <= 400 B written per sample, RSS flat within "
            "5 MiB\n");
