@@ -10,7 +10,11 @@
  * answer. When the link ends for any reason the epoch ends: outbound calls fail with GW_ELINK,
  * incoming calls are cancelled (their late answers are dropped), streams are forgotten (the
  * server re-arms them), and a retry is scheduled: 1 s doubling to 60 s, each delay with ±20 %
- * jitter, back to 1 s after a session that lasted 60 s.
+ * jitter, back to 1 s after a session that lasted 60 s. The first retry after a lost session (and
+ * after a failed first connect) waits at least 1 s plus a uniformly random part of
+ * reconnect_spread_ms (or the back-off, if longer): when a server restarts, all its gateways lose
+ * the link in the same instant, and ±20 % of 1 s would bring them all back in the same second
+ * (issue 12, the reconnect storm). Later retries of the series double as before.
  *
  * Keep-alive (14.4): KEEP_ALIVE every ka; any received byte proves liveness; once the server has
  * echoed a keep-alive in this epoch, 2 × ka without a byte means the link is dead. One tick timer
@@ -100,6 +104,7 @@ struct gw_session {
     bool use_redirect;
     unsigned redirects_in_row;
     bool started;
+    bool first_attempt;                 /* no attempt has failed since gw_session_start() */
     enum gw_session_state st;
     gw_session_state_fn state_fn;
     void *state_arg;
@@ -727,11 +732,37 @@ static void end_epoch(struct gw_session *s, bool graceful)
             id_set(s, c->sid, true);
 }
 
+static double uniform01(struct gw_session *s)
+{
+    return (double)(rnd(s) >> 11) / 9007199254740992.0; /* 53 bits: [0, 1) */
+}
+
 static unsigned jitter(struct gw_session *s, unsigned ms)
 {
     /* ±20 %: ms * (0.8 + 0.4 * u), u uniform in [0, 1) */
-    double u = (double)(rnd(s) >> 11) / 9007199254740992.0;
-    return (unsigned)((double)ms * (0.8 + 0.4 * u));
+    return (unsigned)((double)ms * (0.8 + 0.4 * uniform01(s)));
+}
+
+/*
+ * The delay before the next attempt of the normal back-off; advances the back-off. spread_now:
+ * the first attempt after a lost session or after a failed first connect, which waits at least
+ * backoff_min plus a uniformly random part of the spread window (or the back-off, if longer:
+ * a link that flaps is still slowed down by the doubling).
+ */
+static unsigned next_backoff(struct gw_session *s, bool spread_now)
+{
+    unsigned delay = jitter(s, s->backoff_next);
+    unsigned spread = s->cfg.reconnect_spread_ms < s->cfg.backoff_max_ms
+                          ? s->cfg.reconnect_spread_ms
+                          : s->cfg.backoff_max_ms;
+    if (spread_now && spread) {
+        unsigned spread_delay = s->cfg.backoff_min_ms + (unsigned)(uniform01(s) * (double)spread);
+        if (spread_delay > delay)
+            delay = spread_delay;
+    }
+    unsigned next = s->backoff_next * 2;
+    s->backoff_next = next > s->cfg.backoff_max_ms ? s->cfg.backoff_max_ms : next;
+    return delay;
 }
 
 /*
@@ -743,6 +774,8 @@ static void link_down(struct gw_session *s, int err, const char *why_in, long de
     char why[1024]; /* why_in may live in the transport, which is freed below */
     snprintf(why, sizeof(why), "%s", why_in ? why_in : "");
     bool was_ready = s->st == GW_SESSION_READY;
+    bool spread_now = was_ready || s->first_attempt;
+    s->first_attempt = false;
     uint64_t now = gw_loop_now_ms();
     end_epoch(s, false);
     if (was_ready) {
@@ -764,14 +797,7 @@ static void link_down(struct gw_session *s, int err, const char *why_in, long de
                           s->cfg.url);
         }
     }
-    unsigned delay;
-    if (delay_ms >= 0) {
-        delay = (unsigned)delay_ms;
-    } else {
-        delay = jitter(s, s->backoff_next);
-        unsigned next = s->backoff_next * 2;
-        s->backoff_next = next > s->cfg.backoff_max_ms ? s->cfg.backoff_max_ms : next;
-    }
+    unsigned delay = delay_ms >= 0 ? (unsigned)delay_ms : next_backoff(s, spread_now);
     s->stats.last_backoff_ms = delay;
     if (delay)
         gw_log_info("uplink: next attempt in %u ms", delay);
@@ -821,7 +847,12 @@ static void on_tick(void *arg)
     if (now - s->last_ka_tx >= s->ka_ms)
         send_keepalive(s);
     unsigned tick = s->ka_ms / 8;
-    gw_timer_start(s->tick_timer, tick < 50 ? 50 : tick > 1000 ? 1000 : tick);
+    tick = tick < 50 ? 50 : tick > 1000 ? 1000 : tick;
+    /* Wake at the dead-link deadline itself, not up to a tick after it. */
+    uint64_t due = s->last_rx + 2ull * s->ka_ms;
+    if (s->echo_seen && due > now && due - now < tick)
+        tick = (unsigned)(due - now);
+    gw_timer_start(s->tick_timer, tick);
 }
 
 static void send_connect(struct gw_session *s)
@@ -1521,6 +1552,7 @@ int gw_session_start(struct gw_session *s)
     if (s->started)
         return GW_EBUSY;
     s->started = true;
+    s->first_attempt = true;
     s->backoff_next = s->cfg.backoff_min_ms;
     connect_now(s);
     return 0;

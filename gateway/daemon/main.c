@@ -450,6 +450,7 @@ static int start_uplink(struct daemon *d)
                                                    : GW_SESSION_LAYOUT_LINUX,
         .connect_timeout_ms = s->connect_timeout_s * 1000,
         .backoff_max_ms = s->reconnect_max_s * 1000,
+        .reconnect_spread_ms = s->reconnect_spread_s * 1000,
         .send_queue_max = s->send_queue,
     };
     rc = gw_session_new(d->loop, d->reg, &cfg, &d->session);

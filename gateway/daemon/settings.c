@@ -300,6 +300,7 @@ int gw_settings_load(const char *gateway_file, const char *adapters_dir_override
     s->keepalive_s = (unsigned)get_int(up, "keepalive", 60);
     s->connect_timeout_s = (unsigned)get_int(up, "connect_timeout", 15);
     s->reconnect_max_s = (unsigned)get_int(up, "reconnect_max", 60);
+    s->reconnect_spread_s = (unsigned)get_int(up, "reconnect_spread", 60);
     s->max_frame = (size_t)get_int(up, "max_frame", 262144);
     s->send_queue = (size_t)get_int(up, "send_queue", 1048576);
     s->layout_embedded = strcmp(get_str(up, "server_action_layout", "linux"), "embedded") == 0;

@@ -46,6 +46,11 @@ struct gw_session_config {
     unsigned connect_timeout_ms;    /* transport connect + handshake + CONNECT answer: 15000 */
     unsigned backoff_min_ms;        /* first retry delay: 1000, doubling ... */
     unsigned backoff_max_ms;        /* ... up to 60000, each delay with +-20 % jitter */
+    unsigned reconnect_spread_ms;   /* the first retry after a lost session (or a failed first
+                                       connect) waits backoff_min_ms + uniform [0, this), this
+                                       capped at backoff_max_ms (or the back-off, if longer), so
+                                       that gateways losing one server together do not return in
+                                       the same second. 0: none (+-20 % jitter only) */
     unsigned backoff_reset_s;       /* a session that lasted this long resets the back-off: 60 */
     unsigned auth_backoff_ms;       /* retry delay after bad credentials (ERROR 2): 300000 */
     size_t send_queue_max;          /* bytes queued towards the server before flow control: 1 MiB */

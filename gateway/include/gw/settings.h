@@ -40,7 +40,7 @@ struct gw_settings {
     struct gw_config_doc *doc;  /* the gateway file, for positions of later (semantic) errors */
     /* uplink */
     char *url, *user, *device, *password_file;
-    unsigned keepalive_s, connect_timeout_s, reconnect_max_s;
+    unsigned keepalive_s, connect_timeout_s, reconnect_max_s, reconnect_spread_s;
     size_t max_frame, send_queue;
     bool layout_embedded;
     char *ca_file, *cert_file, *key_file;
