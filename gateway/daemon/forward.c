@@ -47,6 +47,8 @@ struct gw_forward {
     uint64_t refused_logged;    /* store-refused count already reported */
     uint32_t store_res;
     bool full_logged;
+    int put_error;              /* last error of gw_store_put (logged once), 0 after a success */
+    int commit_error;           /* same for the commit timer */
 };
 
 struct sent {
@@ -95,14 +97,20 @@ static void record_tick(void *arg)
             int rc = gw_store_put(f->store, &msg, &t);
             if (rc == GW_ESTORE_FULL) {
                 if (!f->full_logged)
-                    gw_log_warn("store full (policy refuse_new): samples of bucket %s are refused "
-                                "until the backlog drains", r->bucket);
+                    gw_log_warn("store full (budget reached with refuse_new, or nothing left to "
+                                "drop on a full disk): samples of bucket %s are refused until "
+                                "there is room", r->bucket);
                 f->full_logged = true;
             } else if (rc < 0) {
-                gw_log_err("store: cannot queue a sample of bucket %s: %s", r->bucket,
-                           gw_strerror(rc));
+                /* Write failures (disk full, I/O errors) are reported by the store itself, with
+                 * their cause, summaries and the recovery; anything else once here. */
+                if (rc != f->put_error && rc != GW_ENOSPC && rc != GW_EIO)
+                    gw_log_err("store: cannot queue samples of bucket %s: %s (the store says "
+                               "when it works again)", r->bucket, gw_strerror(rc));
+                f->put_error = rc;
             } else {
                 f->full_logged = false;
+                f->put_error = 0;
             }
             if (buf != stackbuf)
                 free(buf);
@@ -236,8 +244,9 @@ static void commit_tick(void *arg)
     struct gw_forward *f = arg;
     uint64_t durable;
     int rc = gw_store_poll(f->store, &durable);
-    if (rc < 0)
+    if (rc < 0 && rc != f->commit_error && rc != GW_ENOSPC && rc != GW_EIO)
         gw_log_err("store: commit failed: %s", gw_strerror(rc));
+    f->commit_error = rc < 0 ? rc : 0;
     if (f->ready)
         drain(f);
     int due = gw_store_poll_due_ms(f->store);
@@ -279,9 +288,13 @@ static int store_run(void *ctx, struct gw_call *call)
     PUT("dropped", s.dropped);
     PUT("refused", s.refused);
     PUT("expired", s.expired);
+    PUT("write_errors", s.write_errors);
+    PUT("lost", s.lost);
 #undef PUT
     *gw_value_map_set(&m, "oldest_age_ms", 13) = gw_value_int(s.oldest_age_ms);
     *gw_value_map_set(&m, "full", 4) = gw_value_bool(s.full);
+    *gw_value_map_set(&m, "disk_full", 9) = gw_value_bool(s.disk_full);
+    *gw_value_map_set(&m, "fault", 5) = gw_value_cstr(s.fault ? gw_strerror(s.fault) : "");
     gw_call_reply(call, &m);
     return 0;
 }

@@ -126,6 +126,15 @@ static void collect(const struct gw_health_src *src, struct table *t)
         add(t, "store_refused_total", "counter", "Rows refused (budget)", NULL, (double)s.refused);
         add(t, "store_expired_total", "counter", "Rows dropped for their age", NULL,
             (double)s.expired);
+        add(t, "store_write_errors_total", "counter",
+            "Store commits that failed (disk full, I/O error)", NULL, (double)s.write_errors);
+        add(t, "store_lost_total", "counter",
+            "Rows never accepted because their commit failed", NULL, (double)s.lost);
+        add(t, "store_write_failing", "gauge", "1 while the store's last commit failed", NULL,
+            s.fault != 0);
+        add(t, "store_disk_full", "gauge",
+            "1 while the file system is full (the store's size acts as its budget)", NULL,
+            s.disk_full);
     }
     add(t, "resident_memory_bytes", "gauge", "Resident memory of the daemon", NULL, rss_bytes());
     add(t, "open_fds", "gauge", "Open file descriptors", NULL, open_fds());

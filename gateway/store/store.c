@@ -10,7 +10,9 @@
  * the one open transaction, which is committed by group commit. The drain side reads only rows
  * with id <= durable id. What is in flight lives in a hash set in memory, never on disk, so a
  * crash makes every unacked row pending again. Depth and bytes are kept in memory (loaded from the
- * file at open) so that the budget check costs no query.
+ * file at open) so that the budget check costs no query. A failed commit (disk full, I/O error)
+ * rolls back, reports the lost tickets and reloads that state from the file; a full file system
+ * becomes a reduced budget, helped by a small reserve file and a short WAL when space is low.
  */
 #include "gw/store.h"
 #include "gw/error.h"
@@ -27,6 +29,9 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +40,14 @@ _Static_assert(STORE_SQL_COUNT == GW_STORE_SCHEMA_VERSION,
 
 #define EXPIRE_EVERY_MS 1000
 #define SHRINK_PAGES 256 /* 1 MiB of 4 KiB pages */
+#define SPACE_PROBE_MS 1000           /* free-space check (statvfs) at most this often */
+#define SPACE_RETURNED (2ull << 20)   /* free bytes that end the "file system full" state */
+#define SPACE_LOW (16ull << 20)       /* below: low-space mode (small WAL) ... */
+#define SPACE_OK (32ull << 20)        /* ... until this much is free again */
+#define WAL_PAGES 1000                /* SQLite's default auto-checkpoint */
+#define WAL_PAGES_LOW 16              /* in low-space mode: the WAL stays about 64 KiB */
+#define RESERVE_BYTES (512 << 10)     /* "<path>-reserve": room freed when the disk fills */
+#define FAULT_LOG_MS 10000            /* repeated write failures: a summary this often */
 
 struct stream {
     int64_t sid;          /* streams.sid */
@@ -106,11 +119,25 @@ struct gw_store {
     int in_txn;
     uint64_t txn_first;  /* first ticket of the open transaction */
     int64_t txn_start;   /* ms, clock time of its first change */
+    /* Deletions in the open transaction, by cause: a failed commit takes them back from the
+     * counters. Drops and expiries also make the drain wait for the commit (gw_store_next()). */
+    uint64_t txn_dropped, txn_expired, txn_delivered;
 
     uint64_t depth, bytes;
     int64_t last_expire;
     int backlog, full, recovered;
     struct gw_store_stats c; /* only the counters are used */
+
+    /* Write failures (disk full, I/O errors). fault: the code of the last failed commit, 0 once
+     * a commit works again. disk_cap: while the file system is full, the byte count at which it
+     * filled up (a little less) acts as the budget, so the configured policy applies; 0 = none. */
+    int fault;
+    int64_t fault_since, fault_logged;
+    uint64_t fault_commits, fault_lost;
+    uint64_t disk_cap;
+    int64_t space_probe;
+    int low_space;
+    int reserve; /* 1 while "<path>-reserve" holds RESERVE_BYTES */
     char uid[48];
 };
 
@@ -160,6 +187,12 @@ static int map_rc(int rc)
 /* Logs the SQLite error once, where the decision is made, and returns the GW_E code. */
 static int sql_error(const struct gw_store *s, int rc, const char *what)
 {
+    int err = map_rc(rc);
+    if (s->fault && (err == GW_ENOSPC || err == GW_EIO)) { /* already reported, see txn_lost */
+        gw_log_debug("store %s: %s failed: %s (sqlite %d)", s->path, what,
+                     s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), rc);
+        return err;
+    }
     gw_log_err("store %s: %s failed: %s (sqlite %d)", s->path, what,
                s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), rc);
     return map_rc(rc);
@@ -434,6 +467,126 @@ static int ensure_txn(struct gw_store *s)
     return 0;
 }
 
+/* The directory of the store file, for statvfs. */
+static void store_dir(const struct gw_store *s, char *dir, size_t len)
+{
+    const char *slash = strrchr(s->path, '/');
+    if (!slash)
+        snprintf(dir, len, ".");
+    else if (slash == s->path)
+        snprintf(dir, len, "/");
+    else
+        snprintf(dir, len, "%.*s", (int)(slash - s->path), s->path);
+}
+
+/*
+ * The reserve: a file of RESERVE_BYTES beside the store, allocated while there is room. When the
+ * file system fills up, deleting it gives SQLite the space to checkpoint the WAL and to commit the
+ * deletions that make room (drop_oldest), which themselves need a few pages of WAL. Without it a
+ * full disk could leave nothing writable at all. Made again once space returns.
+ */
+static void reserve_make(struct gw_store *s)
+{
+    char name[PATH_MAX + 16];
+    snprintf(name, sizeof name, "%s-reserve", s->path);
+    int fd = open(name, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    int rc = fd < 0 ? errno : posix_fallocate(fd, 0, RESERVE_BYTES);
+    if (fd >= 0)
+        close(fd);
+    s->reserve = rc == 0;
+    if (rc) {
+        unlink(name);
+        gw_log_info("store %s: no reserve file %s (%s): a full disk may block writes until "
+                    "space returns", s->path, name, strerror(rc));
+    }
+}
+
+static int reserve_release(struct gw_store *s)
+{
+    if (!s->reserve)
+        return 0;
+    char name[PATH_MAX + 16];
+    snprintf(name, sizeof name, "%s-reserve", s->path);
+    s->reserve = 0;
+    return unlink(name) == 0;
+}
+
+/* The budget in force: the configured one, or less while the file system is full. */
+static uint64_t budget_now(const struct gw_store *s)
+{
+    return s->disk_cap && s->disk_cap < s->cfg.budget_bytes ? s->disk_cap : s->cfg.budget_bytes;
+}
+
+/*
+ * The file system is full (a commit failed with ENOSPC). What the file holds now, a little less,
+ * becomes the budget, so the configured policy applies: drop_oldest makes room by deleting the
+ * oldest rows (their pages are reused), refuse_new refuses new rows. The reserve file is given
+ * up, the WAL is checkpointed and truncated now and checkpointed after every commit while this
+ * lasts, so that it is reused from its start instead of growing. probe_space() ends it once the
+ * file system has room again.
+ */
+static void disk_full(struct gw_store *s, int64_t now)
+{
+    uint64_t cap = s->bytes / 20 * 19;
+    if (cap == 0)
+        cap = 1;
+    if (!s->disk_cap || cap < s->disk_cap) {
+        gw_log_warn("store %s: file system full at %" PRIu64 " rows (%" PRIu64 " bytes): "
+                    "using %" PRIu64 " bytes as the budget until space returns (%s)",
+                    s->path, s->depth, s->bytes, cap,
+                    s->cfg.policy == GW_STORE_REFUSE_NEW ? "refusing new rows"
+                                                          : "dropping the oldest rows");
+        s->disk_cap = cap;
+    }
+    if (reserve_release(s))
+        gw_log_notice("store %s: released its reserve file (%d KiB) to make room", s->path,
+                      RESERVE_BYTES >> 10);
+    s->space_probe = now;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc != SQLITE_OK)
+        gw_log_debug("store %s: checkpoint on a full file system failed: %s", s->path,
+                     sqlite3_errmsg(s->db));
+}
+
+/*
+ * Free space on the store's file system, at most once per SPACE_PROBE_MS. Below SPACE_LOW the WAL
+ * is checkpointed every WAL_PAGES_LOW pages instead of SQLite's 1000 (4 MiB): a WAL that holds
+ * megabytes of pages not yet in the main file when the disk fills could never be checkpointed
+ * (the main file would have to grow), and nothing could be written again until space returns.
+ * While the file system is full (disk_cap): once it has room again, back to the configured budget.
+ */
+static void probe_space(struct gw_store *s, int64_t now)
+{
+    if (now - s->space_probe < SPACE_PROBE_MS && now >= s->space_probe && s->space_probe)
+        return;
+    s->space_probe = now;
+    char dir[PATH_MAX];
+    store_dir(s, dir, sizeof dir);
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0)
+        return;
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    int low = avail < SPACE_LOW || (s->low_space && avail < SPACE_OK) || s->disk_cap;
+    if (low != s->low_space) {
+        s->low_space = low;
+        sqlite3_wal_autocheckpoint(s->db, low ? WAL_PAGES_LOW : WAL_PAGES);
+        if (low)
+            gw_log_notice("store %s: %" PRIu64 " KiB free on its file system: low-space mode "
+                          "(the WAL is checkpointed every %d pages)",
+                          s->path, avail / 1024, WAL_PAGES_LOW);
+        else
+            gw_log_notice("store %s: %" PRIu64 " KiB free on its file system: low-space mode "
+                          "ended", s->path, avail / 1024);
+    }
+    if (!s->disk_cap || avail < SPACE_RETURNED)
+        return;
+    gw_log_notice("store %s: the file system has room again (%" PRIu64 " KiB free): back to the "
+                  "configured budget of %" PRIu64 " bytes",
+                  s->path, avail / 1024, s->cfg.budget_bytes);
+    s->disk_cap = 0;
+    reserve_make(s);
+}
+
 /* The open transaction is gone (failed commit, or SQLite rolled it back on an I/O error): tell
  * the producers, then rebuild the in-memory state from what the file really holds. */
 static int txn_lost(struct gw_store *s, int err)
@@ -445,15 +598,44 @@ static int txn_lost(struct gw_store *s, int err)
             sql_error(s, rc, "ROLLBACK");
     }
     uint64_t first = s->txn_first, last = s->next_id - 1;
+    uint64_t n = last >= first ? last - first + 1 : 0;
     s->in_txn = 0;
-    gw_log_err("store %s: transaction lost (%s): tickets %" PRIu64 "..%" PRIu64
-               " were not stored, acks since the last commit will be replayed",
-               s->path, gw_strerror(err), first, last);
+    s->c.dropped -= s->txn_dropped;
+    s->c.expired -= s->txn_expired;
+    s->c.delivered -= s->txn_delivered;
+    s->txn_dropped = s->txn_expired = s->txn_delivered = 0;
+    s->c.write_errors++;
+    s->c.lost += n;
+    int64_t now = now_ms(s);
+    if (!s->fault) {
+        s->fault_since = s->fault_logged = now;
+        s->fault_commits = s->fault_lost = 0;
+        gw_log_err("store %s: cannot write (%s): transaction lost, tickets %" PRIu64 "..%" PRIu64
+                   " (%" PRIu64 " rows) were not stored, acks since the last commit will be "
+                   "replayed; trying again at every commit",
+                   s->path, gw_strerror(err), first, last, n);
+    } else {
+        gw_log_info("store %s: cannot write (%s): tickets %" PRIu64 "..%" PRIu64 " (%" PRIu64
+                    " rows) were not stored",
+                    s->path, gw_strerror(err), first, last, n);
+        if (now - s->fault_logged >= FAULT_LOG_MS || now < s->fault_logged) {
+            s->fault_logged = now;
+            gw_log_warn("store %s: still cannot write (%s) after %" PRId64 " s: %" PRIu64
+                        " failed commits, %" PRIu64 " rows lost so far",
+                        s->path, gw_strerror(err), (now - s->fault_since) / 1000,
+                        s->fault_commits + 1, s->fault_lost + n);
+        }
+    }
+    s->fault = err;
+    s->fault_commits++;
+    s->fault_lost += n;
     notify(s, err, first, last);
     int rc = load_state(s);
     if (rc)
         gw_log_err("store %s: reloading state after the failure failed (%s)", s->path,
                    gw_strerror(rc));
+    if (err == GW_ENOSPC)
+        disk_full(s, now);
     return err;
 }
 
@@ -490,9 +672,19 @@ static int commit(struct gw_store *s)
     if (rc)
         return txn_lost(s, rc);
     s->in_txn = 0;
+    s->txn_dropped = s->txn_expired = s->txn_delivered = 0;
     uint64_t first = s->txn_first, last = s->next_id - 1;
     s->durable_id = last;
     s->c.commits++;
+    if (s->fault) {
+        gw_log_notice("store %s: writing again after %" PRIu64 " failed commit(s) in %" PRId64
+                      " s (%s); %" PRIu64 " row(s) taken meanwhile were lost",
+                      s->path, s->fault_commits, (now_ms(s) - s->fault_since) / 1000,
+                      gw_strerror(s->fault), s->fault_lost);
+        s->fault = 0;
+    }
+    if (s->disk_cap)
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (last >= first) {
         s->c.accepted += last - first + 1;
         notify(s, 0, first, last);
@@ -561,6 +753,7 @@ static int drop_oldest(struct gw_store *s)
     rc = delete_row(s, id, stream_by_sid(s, sid), size);
     if (rc)
         return rc;
+    s->txn_dropped++;
     s->c.dropped++;
     return 0;
 }
@@ -587,6 +780,7 @@ static int expire(struct gw_store *s, int64_t now)
     }
     if (n) {
         s->c.expired += n;
+        s->txn_expired += n;
         gw_log_warn("store %s: %" PRIu64 " rows expired (older than %" PRId64
                     " s), %" PRIu64 " rows left",
                     s->path, n, s->cfg.max_age_ms / 1000, s->depth);
@@ -601,16 +795,16 @@ static void set_full(struct gw_store *s)
     if (s->full)
         return;
     s->full = 1;
-    gw_log_warn("store %s: byte budget of %" PRIu64 " bytes reached (%" PRIu64
-                " rows), %s",
-                s->path, s->cfg.budget_bytes, s->depth,
+    gw_log_warn("store %s: %s of %" PRIu64 " bytes reached (%" PRIu64 " rows), %s",
+                s->path, s->disk_cap ? "file system full: reduced budget" : "byte budget",
+                budget_now(s), s->depth,
                 s->cfg.policy == GW_STORE_REFUSE_NEW ? "refusing new rows"
                                                       : "dropping the oldest rows");
 }
 
 static void check_state(struct gw_store *s, int64_t now)
 {
-    if (s->full && s->bytes < s->cfg.budget_bytes / 10 * 9) {
+    if (s->full && s->bytes < budget_now(s) / 10 * 9) {
         s->full = 0;
         gw_log_notice("store %s: below 90%% of the byte budget again (%" PRIu64 " bytes); "
                       "dropped %" PRIu64 ", refused %" PRIu64 " so far",
@@ -960,6 +1154,8 @@ int gw_store_open(const struct gw_store_config *cfg, struct gw_store **out)
     if ((rc = expire(s, now_ms(s))) != 0 || (rc = commit(s)) != 0)
         goto fail;
     s->last_expire = now_ms(s);
+    probe_space(s, s->last_expire);
+    reserve_make(s);
     gw_log_info("store %s: open, %" PRIu64 " rows (%" PRIu64 " bytes) waiting in %u streams, "
                 "epoch %016" PRIx64,
                 s->path, s->depth, s->bytes, s->nstreams, s->epoch);
@@ -1040,8 +1236,10 @@ int gw_store_put(struct gw_store *s, const struct gw_store_msg *msg,
                     s->path, size, msg->stream, s->cfg.budget_bytes);
         return GW_ESTORE_FULL;
     }
-    while (s->bytes + size > s->cfg.budget_bytes) {
-        if (s->cfg.policy == GW_STORE_REFUSE_NEW) {
+    if (s->disk_cap && s->bytes + size > s->disk_cap)
+        probe_space(s, now_ms(s));
+    while (s->bytes + size > budget_now(s)) {
+        if (s->cfg.policy == GW_STORE_REFUSE_NEW || s->depth == 0) {
             s->c.refused++;
             set_full(s);
             return GW_ESTORE_FULL;
@@ -1123,6 +1321,9 @@ int gw_store_poll(struct gw_store *s, uint64_t *durable_id)
     int rc = 0;
     if (s->in_txn && window_over(s, now))
         rc = commit(s);
+    probe_space(s, now);
+    if (now < s->last_expire) /* the wall clock was stepped back */
+        s->last_expire = now;
     if (!rc && s->cfg.max_age_ms > 0 && now - s->last_expire >= EXPIRE_EVERY_MS) {
         s->last_expire = now;
         rc = expire(s, now);
@@ -1218,6 +1419,11 @@ int gw_store_next(struct gw_store *s, unsigned max, gw_store_row_fn cb, void *ar
 {
     if (!cb || !s->nstreams || !max)
         return 0;
+    /* Rows dropped or expired in the open transaction are already invisible here; were the drain
+     * to go past them and the commit then fail, they would come back and be sent after newer
+     * rows of their stream. So nothing is handed out until that transaction has committed. */
+    if (s->in_txn && (s->txn_dropped || s->txn_expired))
+        return 0;
     s->call++;
     unsigned n = s->nstreams, start = s->rr % n, remaining = max;
     int taken = 0, stop = 0;
@@ -1260,6 +1466,7 @@ int gw_store_ack(struct gw_store *s, uint64_t id)
     if (rc)
         return rc;
     s->c.delivered++;
+    s->txn_delivered++;
     return 0;
 }
 
@@ -1296,6 +1503,8 @@ void gw_store_read_stats(struct gw_store *s, struct gw_store_stats *out)
     out->streams = s->nstreams;
     out->recovered = s->recovered;
     out->full = s->full;
+    out->fault = s->fault;
+    out->disk_full = s->disk_cap != 0;
     out->oldest_age_ms = -1;
     if (s->depth) {
         sqlite3_stmt *q = s->st[ST_OLDEST_TS];

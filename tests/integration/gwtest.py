@@ -102,11 +102,13 @@ class Env:
         with open(os.path.join(self.dir, "gateway.json"), "w") as f:
             json.dump(cfg, f)
 
-    def start_gateway(self):
+    def start_gateway(self, env=None):
+        """env: extra environment variables (e.g. LD_PRELOAD for the fault tests)."""
         self.gw = subprocess.Popen([GATEWAYD, "--schema-dir", os.path.join(SRC, "schema"), "-c",
                                     os.path.join(self.dir, "gateway.json")],
                                    stdout=subprocess.DEVNULL,
-                                   stderr=open(os.path.join(self.dir, "gateway.log"), "a"))
+                                   stderr=open(os.path.join(self.dir, "gateway.log"), "a"),
+                                   env=dict(os.environ, **env) if env else None)
 
     def wait_connected(self, timeout=30):
         end = time.time() + timeout
@@ -170,9 +172,10 @@ class Env:
         self.gw.wait()
         self.gw = None
 
-    def store_ids(self):
-        """Row ids committed in the store file, and the integrity check's verdict."""
-        db = sqlite3.connect(os.path.join(self.dir, "store.db"), timeout=10)
+    def store_ids(self, path=None):
+        """Row ids committed in the store file (default: store.db in the test folder), and the
+        integrity check's verdict."""
+        db = sqlite3.connect(path or os.path.join(self.dir, "store.db"), timeout=10)
         ok = db.execute("PRAGMA integrity_check").fetchone()[0]
         ids = {r[0] for r in db.execute("SELECT id FROM queue")}
         db.close()

@@ -44,6 +44,14 @@
  *
  * Limits: a byte budget (payload bytes + target bytes + GW_STORE_ROW_OVERHEAD per row), a maximum
  * age, and a policy when the budget is reached: drop the oldest rows (default) or refuse new ones.
+ * A full file system counts as reaching the budget: after a commit fails with ENOSPC, the size the
+ * store had reached (95 % of it) is the budget, with the same policy, until statvfs shows at least
+ * 2 MiB free again. Any failed commit (ENOSPC, EIO) loses only the rows of that transaction (never
+ * accepted, see on_durable); it is logged once with its cause, then summarised every 10 s, and
+ * once a commit works again; stats.fault holds the cause meanwhile. So that a full disk never
+ * leaves the store unable to write at all, it keeps "<path>-reserve" (512 KiB, allocated while
+ * there is room, deleted when the disk fills) and, with less than 16 MiB free, checkpoints its
+ * WAL every 16 pages instead of every 1000.
  *
  * Start-up: the file is opened in WAL mode with an exclusive lock (a second process gets
  * GW_EBUSY), checked with PRAGMA integrity_check (or quick_check), and migrated to the current
@@ -168,8 +176,13 @@ struct gw_store_stats {
     uint64_t delivered;      /* rows acked */
     uint64_t replayed;       /* rows handed out again in this process */
     uint64_t commits;        /* successful group commits */
+    uint64_t write_errors;   /* commits (or statements) that failed: disk full, I/O error */
+    uint64_t lost;           /* rows taken but never accepted because their commit failed */
     int recovered;           /* 1 when open moved a corrupt file aside */
     int full;                /* 1 while the budget is reached */
+    int fault;               /* GW_ENOSPC, GW_EIO ...: the last commit failed; 0 when writing */
+    int disk_full;           /* 1 while the file system is full: the store's size when it filled
+                                up acts as the budget (the policy applies) until space returns */
 };
 
 struct gw_store;
@@ -217,6 +230,8 @@ int gw_store_poll_due_ms(struct gw_store *store);
  * the round rotates from call to call), calling cb (on this thread, before returning) for each.
  * Rows cb takes are in flight until acked or nacked. Only accepted (committed) rows are handed
  * out: a session that wants live rows sooner than the commit window calls gw_store_flush() first.
+ * While the open transaction drops or expires rows, nothing is handed out until it commits (so a
+ * failed commit cannot reorder a stream).
  * Returns the number taken (0 when nothing is ready) or GW_ESTORE. */
 int gw_store_next(struct gw_store *store, unsigned max, gw_store_row_fn cb, void *arg);
 
