@@ -324,6 +324,30 @@ static int send_simple(struct gw_session *s, uint64_t type, uint16_t sid, const 
     return writer_send(s, &w);
 }
 
+/* ERROR with {"error": msg}; code (e.g. 404) goes into PARAMETERS when not 0 (PROTOCOL.md:
+ * a return code is a varint in PARAMETERS), so the server can tell "not found" from a failure. */
+static void send_error_code(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
+                            ...) __attribute__((format(printf, 4, 5)));
+static void send_error_code(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
+                            ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct gw_iotmp_writer w;
+    writer_start(s, &w, GW_IOTMP_ERROR);
+    gw_iotmp_put_varint(&w, GW_IOTMP_STREAM_ID, sid);
+    if (code)
+        gw_iotmp_put_varint(&w, GW_IOTMP_PARAMETERS, code);
+    struct gw_pson_writer *p = gw_iotmp_put_pson(&w, GW_IOTMP_PAYLOAD);
+    gw_pson_put_map(p, 1);
+    gw_pson_put_cstr(p, "error");
+    gw_pson_put_cstr(p, msg);
+    writer_send(s, &w);
+}
+
 static void send_error(struct gw_session *s, uint16_t sid, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void send_error(struct gw_session *s, uint16_t sid, const char *fmt, ...)
@@ -1202,7 +1226,7 @@ static void handle_run(struct gw_session *s, const struct gw_iotmp_frame *f, uin
     struct gw_res *res = find_resource(s, f, name, sizeof(name));
     if (!res) {
         if (sid)
-            send_error(s, sid, "unknown resource \"%s\"", name);
+            send_error_code(s, sid, 404, "unknown resource \"%s\"", name);
         else
             gw_log_info("uplink: RUN without answer for unknown resource \"%s\"", name);
         return;
@@ -1224,7 +1248,7 @@ static void handle_describe(struct gw_session *s, const struct gw_iotmp_frame *f
         char name[300];
         res = find_resource(s, f, name, sizeof(name));
         if (!res) {
-            send_error(s, sid, "unknown resource \"%s\"", name);
+            send_error_code(s, sid, 404, "unknown resource \"%s\"", name);
             return;
         }
     }
@@ -1286,7 +1310,7 @@ static void handle_start_stream(struct gw_session *s, const struct gw_iotmp_fram
     char name[300];
     struct gw_res *res = find_resource(s, f, name, sizeof(name));
     if (!res) {
-        send_error(s, sid, "unknown resource \"%s\"", name);
+        send_error_code(s, sid, 404, "unknown resource \"%s\"", name);
         return;
     }
     if (!gw_res_streamable(res)) {
