@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 enum { EXIT_INVALID = 1, EXIT_UNREADABLE = 2, EXIT_RUNTIME = 3 };
 
@@ -491,6 +492,34 @@ static int start_uplink(struct daemon *d)
 
 /* --- run --- */
 
+/*
+ * Raises the soft RLIMIT_NOFILE towards the hard one (at most NOFILE_WANT) before the loop exists:
+ * a thousand Modbus TCP connections need more than the usual soft limit of 1024, and
+ * libwebsockets sizes its descriptor tables from the limit it sees when the context is created
+ * (a descriptor above it could not be watched later). The systemd unit sets LimitNOFILE=65536;
+ * this covers a daemon started from a shell.
+ */
+enum { NOFILE_WANT = 65536 };
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= NOFILE_WANT)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > NOFILE_WANT ? NOFILE_WANT
+                                                                            : rl.rlim_max;
+    if (want <= rl.rlim_cur)
+        return;
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        gw_log_warn("cannot raise the open-file limit from %llu to %llu: %m",
+                    (unsigned long long)old, (unsigned long long)want);
+    else
+        gw_log_info("open-file limit raised from %llu to %llu", (unsigned long long)old,
+                    (unsigned long long)want);
+}
+
 static int cmd_run(const struct options *o)
 {
     struct daemon d = {.opt = *o};
@@ -509,6 +538,7 @@ static int cmd_run(const struct options *o)
     if (!o->log_level && d.settings->log_level > 0)
         gw_log_set_level(d.settings->log_level);
 
+    raise_nofile();
     if (gw_loop_new(&d.loop) < 0 || gw_registry_new(d.loop, &d.reg) < 0) {
         gw_settings_free(d.settings);
         return EXIT_RUNTIME;
