@@ -1197,6 +1197,7 @@ static Suite *store_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("torture");
+    tcase_set_tags(tc, "torture"); /* CK_EXCLUDE_TAGS=torture skips it (scripts/package, qemu) */
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_store_survives_20_sigkills);
