@@ -27,6 +27,7 @@
  */
 #include "modbus_adapter.h"
 #include "modbus_late.h"
+#include "mbtcp.h"
 
 #include "modbus_map.h"
 #include "modbus_plan.h"
@@ -44,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <time.h>
 
 /* JSON Pointers and messages are built with snprintf into fixed buffers; a pointer into a
@@ -75,7 +77,7 @@ struct mb_group {
 
 struct mb_point {
     struct gw_modbus_point p;
-    char *name;                 /* point name */
+    const char *name;           /* point name: the tail of res_name */
     char *res_name;             /* "<instance>/<point>" */
     char *unit_text;            /* engineering unit, or NULL */
     struct mb_device *dev;
@@ -86,7 +88,7 @@ struct mb_point {
     /* worker-only publishing state */
     bool stale;
     bool has_last;
-    struct gw_value last;       /* last published (only kept with a deadband) */
+    struct gw_value *last;      /* last published (allocated only with a deadband) */
 };
 
 struct mb_job {
@@ -172,7 +174,8 @@ struct mb_conn {
     size_t njobs;
     uint32_t stats_id;
     /* worker */
-    modbus_t *mb;
+    modbus_t *mb;               /* RTU: libmodbus context */
+    struct gw_mbtcp *tcp;       /* TCP: our poll()-based client (mbtcp.h) */
     bool connected;
     unsigned gen;
     uint64_t next_connect, cur_reconnect;
@@ -388,8 +391,8 @@ static void parse_point(struct cfg *c, struct mb_inst *in, struct mb_device *dev
     snprintf(ptr, sizeof ptr, "%s/name", base);
     if (!name_ok(name))
         cfg_err(c, ptr, "point name \"%s\" must be 1 to 64 of A-Z a-z 0-9 _ . -", name);
-    pt->name = gw_strdup(name);
     pt->res_name = xasprintf("%s/%s", in->name, name);
+    pt->name = pt->res_name + strlen(in->name) + 1; /* one allocation for both names */
     pt->p.name = pt->res_name;
 
     int table = -1;
@@ -699,19 +702,21 @@ static void point_publish(struct mb_point *pt, struct gw_value *v, uint64_t ts)
         if (pt->has_last && !pt->stale) {
             double a, b;
             bool same;
-            if (gw_value_to_double(v, &a) == 0 && gw_value_to_double(&pt->last, &b) == 0 &&
+            if (gw_value_to_double(v, &a) == 0 && gw_value_to_double(pt->last, &b) == 0 &&
                 v->type != GW_VALUE_BOOL)
                 same = (isnan(a) && isnan(b)) || fabs(a - b) < pt->deadband ||
                        (pt->deadband == 0 && a == b);
             else
-                same = gw_value_equal(v, &pt->last);
+                same = gw_value_equal(v, pt->last);
             if (same) {
                 gw_value_fini(v);
                 return;
             }
         }
-        gw_value_fini(&pt->last);
-        gw_value_copy(&pt->last, v);
+        if (!pt->last)
+            pt->last = gw_calloc(1, sizeof *pt->last);
+        gw_value_fini(pt->last);
+        gw_value_copy(pt->last, v);
         pt->has_last = true;
     }
     pt->stale = false;
@@ -809,12 +814,131 @@ static void conn_log(struct mb_conn *conn, int level, const char *fmt, ...)
         h->log(h, level, "%s: %s", conn->name, msg);
 }
 
+/*
+ * I/O of one connection, worker only. TCP goes through mbtcp.h, which waits with poll() and so
+ * takes any descriptor number; RTU through libmodbus, which waits with select() and aborts on a
+ * descriptor >= FD_SETSIZE, so a serial port opened that high is closed again with an error.
+ * Same convention as libmodbus: -1 and errno (libmodbus's codes) on failure.
+ */
+static int io_ret(int rc)
+{
+    if (rc >= 0)
+        return rc;
+    errno = -rc;
+    return -1;
+}
+
+static int io_create(struct mb_conn *conn)
+{
+    if (!conn->rtu) {
+        if (conn->tcp == NULL)
+            conn->tcp = gw_mbtcp_new(conn->host, conn->port);
+        return 0;
+    }
+    if (conn->mb)
+        return 0;
+    conn->mb = modbus_new_rtu(conn->device, conn->baud, conn->parity, conn->data_bits,
+                              conn->stop_bits);
+    if (conn->mb == NULL)
+        return -1;
+    if (conn->byte_timeout_ms)
+        modbus_set_byte_timeout(conn->mb, conn->byte_timeout_ms / 1000,
+                                (conn->byte_timeout_ms % 1000) * 1000);
+    return 0;
+}
+
+static int io_connect(struct mb_conn *conn)
+{
+    if (!conn->rtu)
+        return io_ret(gw_mbtcp_connect(conn->tcp, 1000));
+    modbus_set_response_timeout(conn->mb, 1, 0);
+    if (modbus_connect(conn->mb) != 0)
+        return -1;
+    int fd = modbus_get_socket(conn->mb);
+    if (fd >= FD_SETSIZE) {
+        if (!conn->down_logged)
+            conn_log(conn, GW_LOG_ERR, "too many open files for libmodbus's select(): fd %d >= %d",
+                     fd, FD_SETSIZE);
+        modbus_close(conn->mb);
+        errno = EMFILE;
+        return -1;
+    }
+    return 0;
+}
+
+static void io_set_unit_timeout(struct mb_conn *conn, int unit, unsigned ms)
+{
+    if (!conn->rtu) {
+        gw_mbtcp_set_unit(conn->tcp, (uint8_t)unit);
+        gw_mbtcp_set_timeout(conn->tcp, ms);
+        return;
+    }
+    modbus_set_slave(conn->mb, unit);
+    modbus_set_response_timeout(conn->mb, ms / 1000, (ms % 1000) * 1000);
+}
+
+/* FC 1..4 read into regs/bits, 5/6/15/16 write from them: count (reads), >= 0 or -1 + errno. */
+static int io_call(struct mb_conn *conn, int fc, uint16_t start, uint16_t count, uint16_t *regs,
+                   uint8_t *bits)
+{
+    struct gw_mbtcp *t = conn->tcp;
+    modbus_t *mb = conn->mb;
+    if (!conn->rtu) {
+        switch (fc) {
+        case 1: case 2: return io_ret(gw_mbtcp_read_bits(t, fc, start, count, bits));
+        case 3: case 4: return io_ret(gw_mbtcp_read_registers(t, fc, start, count, regs));
+        case 5: return io_ret(gw_mbtcp_write_bit(t, start, bits[0]));
+        case 6: return io_ret(gw_mbtcp_write_register(t, start, regs[0]));
+        case 15: return io_ret(gw_mbtcp_write_bits(t, start, count, bits));
+        default: return io_ret(gw_mbtcp_write_registers(t, start, count, regs));
+        }
+    }
+    switch (fc) {
+    case 1: return modbus_read_bits(mb, start, count, bits);
+    case 2: return modbus_read_input_bits(mb, start, count, bits);
+    case 3: return modbus_read_registers(mb, start, count, regs);
+    case 4: return modbus_read_input_registers(mb, start, count, regs);
+    case 5: return modbus_write_bit(mb, start, bits[0]);
+    case 6: return modbus_write_register(mb, start, regs[0]);
+    case 15: return modbus_write_bits(mb, start, count, bits);
+    default: return modbus_write_registers(mb, start, count, regs);
+    }
+}
+
+static void io_flush(struct mb_conn *conn)
+{
+    if (!conn->rtu)
+        gw_mbtcp_flush(conn->tcp);
+    else
+        modbus_flush(conn->mb);
+}
+
+static void io_close(struct mb_conn *conn)
+{
+    if (!conn->rtu)
+        gw_mbtcp_close(conn->tcp);
+    else
+        modbus_close(conn->mb);
+}
+
+static void io_free(struct mb_conn *conn)
+{
+    if (conn->mb) {
+        if (conn->connected)
+            modbus_close(conn->mb);
+        modbus_free(conn->mb);
+        conn->mb = NULL;
+    }
+    gw_mbtcp_free(conn->tcp);
+    conn->tcp = NULL;
+}
+
 static void conn_drop(struct mb_conn *conn, const char *why)
 {
     if (!conn->connected)
         return;
     conn_log(conn, GW_LOG_WARN, "link lost (%s); reconnecting", why);
-    modbus_close(conn->mb);
+    io_close(conn);
     conn->connected = false;
     atomic_fetch_add(&conn->n_link_losses, 1);
     conn->cur_reconnect = conn->reconnect_ms;
@@ -830,23 +954,12 @@ static bool conn_ensure(struct mb_conn *conn)
     uint64_t now = mono_ms();
     if (now < conn->next_connect)
         return false;
-    if (conn->mb == NULL) {
-        conn->mb = conn->rtu ? modbus_new_rtu(conn->device, conn->baud, conn->parity,
-                                               conn->data_bits, conn->stop_bits)
-                             : modbus_new_tcp_pi(conn->host, conn->port);
-        if (conn->mb == NULL) {
-            conn_log(conn, GW_LOG_ERR, "cannot create libmodbus context: %s",
-                     modbus_strerror(errno));
-            conn->next_connect = now + conn->reconnect_max_ms;
-            return false;
-        }
-        if (conn->byte_timeout_ms)
-            modbus_set_byte_timeout(conn->mb, conn->byte_timeout_ms / 1000,
-                                    (conn->byte_timeout_ms % 1000) * 1000);
+    if (io_create(conn) != 0) {
+        conn_log(conn, GW_LOG_ERR, "cannot create libmodbus context: %s", modbus_strerror(errno));
+        conn->next_connect = now + conn->reconnect_max_ms;
+        return false;
     }
-    /* libmodbus uses the response timeout for the TCP connect too. */
-    modbus_set_response_timeout(conn->mb, 1, 0);
-    if (modbus_connect(conn->mb) != 0) {
+    if (io_connect(conn) != 0) { /* 1 s connect timeout */
         int e = errno;
         if (!conn->down_logged)
             conn_log(conn, GW_LOG_WARN, "cannot connect to %s%s%s: %s; retrying",
@@ -912,25 +1025,14 @@ static int transact(struct mb_device *dev, int fc, uint16_t start, uint16_t coun
         if (dev->pause_ms)
             sleep_ms(dev->pause_ms);
     }
-    modbus_set_slave(conn->mb, dev->unit);
-    modbus_set_response_timeout(conn->mb, dev->timeout_ms / 1000, (dev->timeout_ms % 1000) * 1000);
+    io_set_unit_timeout(conn, dev->unit, dev->timeout_ms);
     int e = 0;
     for (unsigned attempt = 0; attempt <= dev->retries; attempt++) {
         if (dev->delay_ms)
             sleep_ms(dev->delay_ms);
         atomic_fetch_add(&dev->n_requests, 1);
         atomic_fetch_add(&conn->n_requests, 1);
-        int rc;
-        switch (fc) {
-        case 1: rc = modbus_read_bits(conn->mb, start, count, bits); break;
-        case 2: rc = modbus_read_input_bits(conn->mb, start, count, bits); break;
-        case 3: rc = modbus_read_registers(conn->mb, start, count, regs); break;
-        case 4: rc = modbus_read_input_registers(conn->mb, start, count, regs); break;
-        case 5: rc = modbus_write_bit(conn->mb, start, bits[0]); break;
-        case 6: rc = modbus_write_register(conn->mb, start, regs[0]); break;
-        case 15: rc = modbus_write_bits(conn->mb, start, count, bits); break;
-        default: rc = modbus_write_registers(conn->mb, start, count, regs); break;
-        }
+        int rc = io_call(conn, fc, start, count, regs, bits);
         if (rc >= 0) {
             if (fc > 4 || rc == (int)count)
                 return RQ_OK;
@@ -953,7 +1055,7 @@ static int transact(struct mb_device *dev, int fc, uint16_t start, uint16_t coun
             atomic_fetch_add(&conn->n_crc, 1);
             conn_log(conn, GW_LOG_DEBUG, "bad CRC %s %s on unit %u (attempt %u)", verb, where,
                      dev->unit, attempt + 1);
-            modbus_flush(conn->mb);
+            io_flush(conn);
             snprintf(err, errlen, "bad CRC %s %s on %s unit %u", verb, where, dev->res_name,
                      dev->unit);
             continue;
@@ -966,7 +1068,7 @@ static int transact(struct mb_device *dev, int fc, uint16_t start, uint16_t coun
         }
         if (e == EMBBADDATA || e == EMBBADEXC || e == EMBUNKEXC || e == EMBMDATA ||
             e == EMBBADSLAVE) {
-            modbus_flush(conn->mb);
+            io_flush(conn);
             snprintf(err, errlen, "bad reply (%s) %s %s on %s unit %u", modbus_strerror(e), verb,
                      where, dev->res_name, dev->unit);
             continue;
@@ -1469,13 +1571,8 @@ static void *worker(void *arg)
         free(op);
         op = next;
     }
-    if (conn->mb) {
-        if (conn->connected)
-            modbus_close(conn->mb);
-        modbus_free(conn->mb);
-        conn->mb = NULL;
-        conn->connected = false;
-    }
+    io_free(conn);
+    conn->connected = false;
     return NULL;
 }
 
@@ -1576,31 +1673,36 @@ static void source_text(const struct mb_point *pt, char *buf, size_t len)
         snprintf(buf + n, len - n, " unit %u", pt->dev->unit);
 }
 
+/* DESCRIBE-one keys of a point, built when asked (the registry keeps no copy per point). */
+static void point_describe(void *ctx, struct gw_value *meta)
+{
+    const struct mb_point *pt = ctx;
+    const struct mb_inst *in = pt->dev->conn->inst;
+    char src[160];
+    source_text(pt, src, sizeof src);
+    *gw_value_map_set(meta, "source", 6) = gw_value_cstr(src);
+    *gw_value_map_set(meta, "device", 6) = gw_value_cstr(pt->dev->res_name);
+    if (pt->unit_text)
+        *gw_value_map_set(meta, "unit", 4) = gw_value_cstr(pt->unit_text);
+    if (pt->p.has_min)
+        *gw_value_map_set(meta, "min", 3) = gw_value_double(pt->p.min);
+    if (pt->p.has_max)
+        *gw_value_map_set(meta, "max", 3) = gw_value_double(pt->p.max);
+    if (pt->has_deadband)
+        *gw_value_map_set(meta, "deadband", 8) = gw_value_double(pt->deadband);
+    *gw_value_map_set(meta, "interval_ms", 11) = gw_value_uint(in->groups[pt->group].interval_ms);
+}
+
 static int add_point(struct mb_inst *in, struct mb_point *pt)
 {
     struct gw_value sample = sample_of(pt);
-    struct gw_value meta = gw_value_map();
-    char src[160];
-    source_text(pt, src, sizeof src);
-    *gw_value_map_set(&meta, "source", 6) = gw_value_cstr(src);
-    *gw_value_map_set(&meta, "device", 6) = gw_value_cstr(pt->dev->res_name);
-    if (pt->unit_text)
-        *gw_value_map_set(&meta, "unit", 4) = gw_value_cstr(pt->unit_text);
-    if (pt->p.has_min)
-        *gw_value_map_set(&meta, "min", 3) = gw_value_double(pt->p.min);
-    if (pt->p.has_max)
-        *gw_value_map_set(&meta, "max", 3) = gw_value_double(pt->p.max);
-    if (pt->has_deadband)
-        *gw_value_map_set(&meta, "deadband", 8) = gw_value_double(pt->deadband);
-    *gw_value_map_set(&meta, "interval_ms", 11) = gw_value_uint(in->groups[pt->group].interval_ms);
     bool rw = pt->p.access == GW_MODBUS_ACCESS_READ_WRITE;
     struct gw_resource_desc d = {
         .name = pt->res_name, .fn = rw ? GW_FN_INOUT : GW_FN_OUTPUT,
-        .in = rw ? &sample : NULL, .out = &sample, .meta = &meta,
+        .in = rw ? &sample : NULL, .out = &sample, .describe = point_describe,
         .run = run_point, .ctx = pt, .owner = in};
     int rc = gw_registry_add(in->host.registry, &d, &pt->id);
     gw_value_fini(&sample);
-    gw_value_fini(&meta);
     return rc;
 }
 
@@ -1666,10 +1768,11 @@ static void inst_free(struct mb_inst *in)
         free(in->devs[d].pts);
     }
     for (size_t i = 0; i < in->npts; i++) {
-        free(in->pts[i].name);
         free(in->pts[i].res_name);
         free(in->pts[i].unit_text);
-        gw_value_fini(&in->pts[i].last);
+        if (in->pts[i].last)
+            gw_value_fini(in->pts[i].last);
+        free(in->pts[i].last);
     }
     for (size_t g = 0; g < in->ngroups; g++)
         free(in->groups[g].name);
