@@ -46,6 +46,7 @@ struct gw_loop {
     struct lws_context *ctx;
     struct lws_vhost *vhost;
     volatile int stop;
+    bool tls;                    /* lws did the OpenSSL set-up (gw_loop_new) */
     pthread_mutex_t lock;
     struct gw_task *head, *tail; /* posted tasks, under lock */
     int sigfd;
@@ -233,7 +234,7 @@ static void lws_log_bridge(int level, const char *line)
     gw_log_at(level == LLL_ERR ? GW_LOG_WARN : GW_LOG_DEBUG, "lws: %.*s", (int)n, line);
 }
 
-int gw_loop_new(struct gw_loop **out)
+static int loop_create(struct gw_loop **out, bool tls)
 {
     struct gw_loop *loop = gw_calloc(1, sizeof *loop);
     pthread_mutex_init(&loop->lock, NULL);
@@ -246,7 +247,10 @@ int gw_loop_new(struct gw_loop **out)
     memset(&info, 0, sizeof info);
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    if (tls)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    loop->tls = tls;
     info.gid = (gid_t)-1;
     info.uid = (uid_t)-1;
     info.user = loop; /* lws_context_user() leads callbacks back to the loop */
@@ -257,6 +261,10 @@ int gw_loop_new(struct gw_loop **out)
         return GW_EIO;
     }
     info.vhost_name = "gw";
+    /* This vhost only carries raw fds: no TLS, so no system CA bundle (~30 ms and ~1 MiB at
+     * start-up). The WebSocket client vhosts (transport_ws.c) load the configured CA file, or the
+     * system bundle when none is configured. */
+    info.options |= LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
     loop->vhost = lws_create_vhost(loop->ctx, &info);
     if (!loop->vhost) {
         gw_log_err("event loop: libwebsockets vhost creation failed");
@@ -266,6 +274,21 @@ int gw_loop_new(struct gw_loop **out)
     }
     *out = loop;
     return 0;
+}
+
+int gw_loop_new(struct gw_loop **out)
+{
+    return loop_create(out, true);
+}
+
+int gw_loop_new_plain(struct gw_loop **out)
+{
+    return loop_create(out, false);
+}
+
+bool gw_loop_tls(const struct gw_loop *loop)
+{
+    return loop->tls;
 }
 
 void gw_loop_free(struct gw_loop *loop)

@@ -7,6 +7,10 @@
  *
  * A resource that is removed while calls into it are still running stays allocated until the last
  * of them ends (reference count), so an adapter answering late never touches freed memory.
+ *
+ * Memory (issue 11, 100,000 resources): a resource is one allocation of ~170 bytes for a Modbus
+ * point: the name is stored inline, the DESCRIBE-one samples and metadata as their PSON bytes (no
+ * value trees), and an owner that passes a describe callback keeps no metadata here at all.
  */
 #include "gw/registry.h"
 #include "gw/error.h"
@@ -27,24 +31,36 @@ struct gw_sub {
     void *arg;
 };
 
+/*
+ * One resource, in ONE allocation (about 200-300 bytes for a typical point): the fixed fields, then
+ * the name (NUL-terminated) and the DESCRIBE-one samples and metadata as the PSON bytes they are
+ * answered with (encoded once at registration: "in" sample, "out" sample, then meta_n key/value
+ * pairs). Only the last value is a live gw_value.
+ */
 struct gw_res {
-    struct gw_registry *reg;
-    char *name;
-    size_t name_len;
-    uint64_t hash;
+    uint32_t hash;              /* low 32 bits of hash_name() */
     uint32_t id;
-    enum gw_fn fn;
+    uint16_t name_len;          /* <= 1024 */
+    uint8_t fn;                 /* enum gw_fn */
     bool params, not_streamable;
-    struct gw_value in, out, meta;
-    gw_run_fn run;
-    void *ctx;
-    void *owner;
-    struct gw_value last;
-    uint64_t last_ts;
     bool has_last, stale, removed;
     unsigned refs; /* 1 while registered + 1 per running call */
+    uint32_t in_len, out_len, meta_len, meta_n; /* PSON byte counts in desc, meta entries */
+    gw_run_fn run;
+    gw_describe_fn describe;
+    void *ctx;
+    void *owner;
     struct gw_sub *subs;
+    uint64_t last_ts;
+    struct gw_value last;
+    char name[];                /* name_len + 1 bytes, then in_len + out_len + meta_len bytes */
 };
+
+/* The PSON bytes after the name. */
+static const uint8_t *res_desc(const struct gw_res *r)
+{
+    return (const uint8_t *)r->name + r->name_len + 1;
+}
 
 const uint64_t gw_registry_lat_bounds_us[GW_REGISTRY_LAT_BUCKETS] = {
     100, 500, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, UINT64_MAX};
@@ -137,7 +153,7 @@ struct gw_res *gw_registry_find(struct gw_registry *reg, const char *name, size_
     if (!reg->cap)
         return NULL;
     size_t mask = reg->cap - 1;
-    uint64_t h = hash_name(name, len);
+    uint32_t h = (uint32_t)hash_name(name, len);
     for (size_t i = (size_t)h & mask; reg->by_name[i]; i = (i + 1) & mask) {
         struct gw_res *r = reg->by_name[i];
         if (r->hash == h && r->name_len == len && memcmp(r->name, name, len) == 0)
@@ -183,11 +199,7 @@ static void res_unref(struct gw_res *r)
 {
     if (--r->refs)
         return;
-    gw_value_fini(&r->in);
-    gw_value_fini(&r->out);
-    gw_value_fini(&r->meta);
     gw_value_fini(&r->last);
-    free(r->name);
     free(r);
 }
 
@@ -218,24 +230,48 @@ int gw_registry_add(struct gw_registry *reg, const struct gw_resource_desc *d, u
         rebuild_tables(reg, reg->cap * 2, all, reg->count);
         free(all);
     }
-    struct gw_res *r = gw_calloc(1, sizeof *r);
-    r->reg = reg;
-    r->name = gw_strdup(d->name);
-    r->name_len = len;
-    r->hash = hash_name(d->name, len);
+    /* Measure the DESCRIBE-one bytes (a writer without buffer only counts), then write them. */
+    const struct gw_value *meta = d->meta && d->meta->type == GW_VALUE_MAP ? d->meta : NULL;
+    struct gw_pson_writer m;
+    gw_pson_writer_init(&m, NULL, 0);
+    if (d->in)
+        gw_value_encode(d->in, &m);
+    size_t in_len = m.len;
+    if (d->out)
+        gw_value_encode(d->out, &m);
+    size_t out_len = m.len - in_len;
+    for (size_t i = 0; meta && i < meta->c.n; i++) {
+        gw_pson_put_str(&m, meta->c.keys[i], meta->c.key_lens[i]);
+        gw_value_encode(&meta->c.items[i], &m);
+    }
+    size_t meta_len = m.len - in_len - out_len;
+    if (m.len > UINT32_MAX / 2)
+        return GW_EINVAL;
+    struct gw_res *r = gw_calloc(1, sizeof *r + len + 1 + m.len);
+    memcpy(r->name, d->name, len + 1);
+    r->name_len = (uint16_t)len;
+    r->hash = (uint32_t)hash_name(d->name, len);
     r->id = id_for_name(d->name, len);
     while (gw_registry_find_id(reg, r->id)) /* rare collision: probe */
         r->id = (r->id + 1) & 0x7fffffff ? (r->id + 1) & 0x7fffffff : 1;
-    r->fn = d->fn;
+    r->fn = (uint8_t)d->fn;
     r->params = d->params;
     r->not_streamable = d->not_streamable;
+    r->in_len = (uint32_t)in_len;
+    r->out_len = (uint32_t)out_len;
+    r->meta_len = (uint32_t)meta_len;
+    r->meta_n = meta ? (uint32_t)meta->c.n : 0;
+    gw_pson_writer_init(&m, (uint8_t *)r->name + len + 1, in_len + out_len + meta_len);
     if (d->in)
-        gw_value_copy(&r->in, d->in);
+        gw_value_encode(d->in, &m);
     if (d->out)
-        gw_value_copy(&r->out, d->out);
-    if (d->meta)
-        gw_value_copy(&r->meta, d->meta);
+        gw_value_encode(d->out, &m);
+    for (size_t i = 0; i < r->meta_n; i++) {
+        gw_pson_put_str(&m, meta->c.keys[i], meta->c.key_lens[i]);
+        gw_value_encode(&meta->c.items[i], &m);
+    }
     r->run = d->run;
+    r->describe = d->describe;
     r->ctx = d->ctx;
     r->owner = d->owner;
     r->refs = 1;
@@ -310,7 +346,7 @@ uint32_t gw_res_id(const struct gw_res *res)
 
 enum gw_fn gw_res_fn(const struct gw_res *res)
 {
-    return res->fn;
+    return (enum gw_fn)res->fn;
 }
 
 bool gw_res_streamable(const struct gw_res *res)
@@ -347,21 +383,37 @@ void gw_registry_describe_one(struct gw_res *r, struct gw_pson_writer *w)
 {
     bool has_in = r->fn == GW_FN_INPUT || r->fn == GW_FN_INOUT;
     bool has_out = r->fn == GW_FN_OUTPUT || r->fn == GW_FN_INOUT;
-    const struct gw_value *out = r->has_last ? &r->last : &r->out;
-    size_t meta = r->meta.type == GW_VALUE_MAP ? r->meta.c.n : 0;
-    gw_pson_put_map(w, (has_in ? 1 : 0) + (has_out ? 1 : 0) + meta);
+    const uint8_t *desc = res_desc(r);
+    struct gw_value extra = GW_VALUE_INIT_NULL;
+    if (r->describe && !r->removed) {
+        extra = gw_value_map();
+        r->describe(r->ctx, &extra);
+    }
+    size_t n_extra = extra.type == GW_VALUE_MAP ? extra.c.n : 0;
+    gw_pson_put_map(w, (has_in ? 1 : 0) + (has_out ? 1 : 0) + r->meta_n + n_extra);
     if (has_in) {
         gw_pson_put_str(w, "in", 2);
-        gw_value_encode(&r->in, w);
+        if (r->in_len)
+            gw_pson_put_raw(w, desc, r->in_len);
+        else
+            gw_pson_put_null(w);
     }
     if (has_out) {
         gw_pson_put_str(w, "out", 3);
-        gw_value_encode(out, w);
+        if (r->has_last)
+            gw_value_encode(&r->last, w);
+        else if (r->out_len)
+            gw_pson_put_raw(w, desc + r->in_len, r->out_len);
+        else
+            gw_pson_put_null(w);
     }
-    for (size_t i = 0; i < meta; i++) {
-        gw_pson_put_str(w, r->meta.c.keys[i], r->meta.c.key_lens[i]);
-        gw_value_encode(&r->meta.c.items[i], w);
+    if (r->meta_len)
+        gw_pson_put_raw(w, desc + r->in_len + r->out_len, r->meta_len);
+    for (size_t i = 0; i < n_extra; i++) {
+        gw_pson_put_str(w, extra.c.keys[i], extra.c.key_lens[i]);
+        gw_value_encode(&extra.c.items[i], w);
     }
+    gw_value_fini(&extra);
 }
 
 /* --- Calls --- */

@@ -353,6 +353,10 @@ int gw_transport_ws_open(struct gw_loop *loop, const struct gw_transport_opts *o
     struct lws_context *ctx = gw_loop_lws(loop);
     if (!ctx)
         return GW_ENOTSUP;
+    if (tls && !gw_loop_tls(loop)) {
+        gw_log_err("WebSocket: wss on an event loop made without TLS (gw_loop_new_plain)");
+        return GW_ENOTSUP;
+    }
     struct lws_vhost *vh = client_vhost(ctx, opts);
     if (!vh) {
         gw_log_err("WebSocket: cannot create the client vhost (CA file %s)",

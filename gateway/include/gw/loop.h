@@ -31,6 +31,11 @@ typedef void (*gw_signal_fn)(void *arg, int signo);
 
 /* Creates a loop (and its lws context). Returns 0 or a GW_E... code. */
 int gw_loop_new(struct gw_loop **out);
+/* The same without TLS in lws (no OpenSSL set-up: ~2 MiB less RSS), for a process whose loop never
+ * carries a wss:// connection; the WebSocket transport refuses wss on such a loop. */
+int gw_loop_new_plain(struct gw_loop **out);
+/* Whether the loop's lws context can carry TLS (made by gw_loop_new()). */
+bool gw_loop_tls(const struct gw_loop *loop);
 
 /* Frees the loop. Every watch and timer must have been released first. */
 void gw_loop_free(struct gw_loop *loop);

@@ -43,6 +43,13 @@ enum gw_fn {
  */
 typedef int (*gw_run_fn)(void *ctx, struct gw_call *call);
 
+/*
+ * Optional: adds the extra DESCRIBE-one keys (unit, min, ...) to meta (an empty map) when a
+ * DESCRIBE-one asks, on the loop thread, instead of a copy kept per resource. Called only while the
+ * resource is registered (ctx is the resource's run context).
+ */
+typedef void (*gw_describe_fn)(void *ctx, struct gw_value *meta);
+
 struct gw_resource_desc {
     const char *name;               /* "modbus/plc1/temperature" (copied) */
     enum gw_fn fn;
@@ -50,7 +57,9 @@ struct gw_resource_desc {
     bool not_streamable;            /* DESCRIBE "st": false (default: streamable) */
     const struct gw_value *in;      /* DESCRIBE-one "in" sample, or NULL (copied) */
     const struct gw_value *out;     /* DESCRIBE-one "out" sample, or NULL (copied) */
-    const struct gw_value *meta;    /* extra DESCRIBE-one keys (unit, min, ...), a map or NULL */
+    const struct gw_value *meta;    /* extra DESCRIBE-one keys (unit, min, ...), a map or NULL
+                                       (copied; kept compactly as PSON) */
+    gw_describe_fn describe;        /* or NULL: builds the extra keys on demand (after meta's) */
     gw_run_fn run;
     void *ctx;                      /* passed to run (borrowed) */
     void *owner;                    /* who registered it (adapter instance), for removal */
@@ -81,7 +90,7 @@ bool gw_res_streamable(const struct gw_res *res);
 /*
  * DESCRIBE all: writes the map name → {"fn":..,"id":..[,"pr":true][,"st":false]} straight to w.
  * DESCRIBE one: {"in":..,"out":.., meta keys...} from the configured samples and the last known
- * value; never calls the resource (decision 14.15).
+ * value (and the describe callback's keys); never calls the resource (decision 14.15).
  */
 void gw_registry_describe_all(struct gw_registry *reg, struct gw_pson_writer *w);
 void gw_registry_describe_one(struct gw_res *res, struct gw_pson_writer *w);

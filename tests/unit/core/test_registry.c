@@ -150,6 +150,79 @@ START_TEST(test_registry_describe_all_and_one)
 }
 END_TEST
 
+static void on_sub_ignore(void *arg, struct gw_res *res, const struct gw_value *v)
+{
+    (void)arg;
+    (void)res;
+    (void)v;
+}
+
+/* A describe callback: its keys come after the stored meta ones; it counts its calls. */
+static int describe_calls;
+
+static void describe_point(void *ctx, struct gw_value *meta)
+{
+    describe_calls++;
+    *gw_value_map_set(meta, "source", 6) = gw_value_cstr((const char *)ctx);
+    *gw_value_map_set(meta, "interval_ms", 11) = gw_value_uint(250);
+}
+
+START_TEST(test_registry_describe_callback_and_compact_samples)
+{
+    static char src[] = "holding 40001 uint16";
+    struct gw_resource_desc d = desc("m/p1", GW_FN_INOUT, run_inc);
+    struct gw_value in = gw_value_cstr("sample in"), out = gw_value_map(),
+                    meta = gw_value_map();
+    *gw_value_map_set(&out, "x", 1) = gw_value_int(-7);
+    *gw_value_map_set(&meta, "unit", 4) = gw_value_cstr("V");
+    d.in = &in;
+    d.out = &out;
+    d.meta = &meta;
+    d.describe = describe_point;
+    d.ctx = src;
+    describe_calls = 0;
+    ck_assert_int_eq(gw_registry_add(reg, &d, NULL), 0);
+    gw_value_fini(&in);
+    gw_value_fini(&out);
+    gw_value_fini(&meta);
+    ck_assert_int_eq(describe_calls, 0); /* only when asked */
+
+    struct gw_res *r = gw_registry_find(reg, "m/p1", 4);
+    ck_assert_ptr_nonnull(r);
+    uint8_t buf[512];
+    struct gw_pson_writer w;
+    gw_pson_writer_init(&w, buf, sizeof buf);
+    gw_registry_describe_one(r, &w);
+    ck_assert_int_eq(describe_calls, 1);
+    struct gw_value one;
+    ck_assert_int_eq(gw_value_decode(buf, w.len, &one), (int)w.len);
+    ck_assert_uint_eq(gw_value_count(&one), 5);
+    ck_assert_str_eq(one.c.keys[0], "in");
+    ck_assert_str_eq(one.c.keys[1], "out");
+    ck_assert_str_eq(one.c.keys[2], "unit");
+    ck_assert_str_eq(one.c.keys[3], "source");
+    ck_assert_str_eq(one.c.keys[4], "interval_ms");
+    ck_assert_str_eq(gw_value_map_get(&one, "in")->s.p, "sample in");
+    ck_assert_int_eq(gw_value_map_get(gw_value_map_get(&one, "out"), "x")->i, -7);
+    ck_assert_str_eq(gw_value_map_get(&one, "unit")->s.p, "V");
+    ck_assert_str_eq(gw_value_map_get(&one, "source")->s.p, src);
+    ck_assert_uint_eq(gw_value_map_get(&one, "interval_ms")->u, 250);
+    gw_value_fini(&one);
+
+    /* A resource kept by a subscription after removal: no callback into the gone owner. */
+    struct gw_sub *sub = gw_res_subscribe(r, on_sub_ignore, NULL);
+    gw_registry_remove_owner(reg, NULL);
+    gw_pson_writer_init(&w, buf, sizeof buf);
+    gw_registry_describe_one(r, &w);
+    ck_assert_int_eq(describe_calls, 1);
+    ck_assert_int_eq(gw_value_decode(buf, w.len, &one), (int)w.len);
+    ck_assert_uint_eq(gw_value_count(&one), 3); /* in, out, unit */
+    ck_assert_ptr_null(gw_value_map_get(&one, "source"));
+    gw_value_fini(&one);
+    gw_sub_free(sub);
+}
+END_TEST
+
 static int done_count, done_rc;
 static double done_value;
 static char done_msg[256];
@@ -400,6 +473,7 @@ static Suite *registry_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_registry_add_find_and_stable_ids);
     tcase_add_test(tc, test_registry_describe_all_and_one);
+    tcase_add_test(tc, test_registry_describe_callback_and_compact_samples);
     tcase_add_test(tc, test_registry_call_answers_later_never_inline);
     tcase_add_test(tc, test_registry_call_refused_and_cancelled);
     tcase_add_test(tc, test_registry_call_answered_from_worker_thread);
