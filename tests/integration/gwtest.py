@@ -19,6 +19,30 @@ BROKER = os.path.join(BUILD, "tests/broker/iotmp-broker")
 USER, DEVICE, PASSWORD = "demo", "gw1", "s3cret"
 
 
+def free_port():
+    """A free TCP port on 127.0.0.1 for a program that must be told its port in advance (a config
+    file). It is drawn outside the kernel's ephemeral range, so the port-0 binds of the brokers and
+    clients that other tests start in parallel cannot take it between this check and its use."""
+    import random
+    import socket
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    ranges = [r for r in ((1024, lo - 1), (hi + 1, 65535)) if r[1] - r[0] > 1000]
+    for _ in range(200):
+        a, b = random.choice(ranges)
+        port = random.randint(a, b)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port outside the ephemeral range")
+
+
 def log(*a):
     print(time.strftime("%H:%M:%S"), *a, flush=True)
 

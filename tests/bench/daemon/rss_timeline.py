@@ -33,17 +33,10 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../integration"))
-from gwtest import BUILD, Env, log  # noqa: E402
+from gwtest import BUILD, Env, free_port, log  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def proc_sample(pid):

@@ -30,7 +30,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "../../integration"))
 sys.path.insert(0, os.path.join(HERE, "../../integration/store"))
-from gwtest import BROKER, BUILD, DEVICE, GATEWAYD, USER, Checks, Env, log  # noqa: E402
+from gwtest import BROKER, BUILD, DEVICE, GATEWAYD, USER, Checks, Env, free_port, log  # noqa: E402
 from forward_test import RECORD, SIM, check_delivery  # noqa: E402
 
 SHIM = os.path.join(BUILD, "tests/faults/local/faultshim.so")
@@ -81,13 +81,6 @@ def metrics(port):
             out[k] = float(v)
     return out
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 # --- 1. Broker outage with SIGKILLs ------------------------------------------------------------

@@ -36,7 +36,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "../../integration"))
 sys.path.insert(0, os.path.join(HERE, "../proxy"))
-from gwtest import BROKER, DEVICE, GATEWAYD, USER, Checks, Env, log  # noqa: E402
+from gwtest import BROKER, DEVICE, GATEWAYD, USER, Checks, Env, free_port, log  # noqa: E402
 from faultctl import FaultProxy  # noqa: E402
 
 PY = "/usr/bin/python3"  # Debian's interpreter, which sees python3-pymodbus
@@ -61,13 +61,6 @@ def start_slaves(units, port, logf):
         raise RuntimeError("mb_slaves did not start: " + line)
     return p, int(line.split("=")[1])
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def point(u, a):

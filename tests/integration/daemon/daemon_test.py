@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from gwtest import BROKER, DEVICE, GATEWAYD, Checks, Env, log  # noqa: E402
+from gwtest import BROKER, DEVICE, GATEWAYD, Checks, Env, free_port, log  # noqa: E402
 
 
 def describe(env):
@@ -136,12 +136,6 @@ def run_describe(count):
     finally:
         env.cleanup()
 
-
-def free_port():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_metrics():
