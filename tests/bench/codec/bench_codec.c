@@ -17,6 +17,7 @@
  *
  *   bench_codec [--quick] [--vectors FILE]
  */
+#include "bench_tsv.h"
 #include "gw/iotmp.h"
 #include "gw/value.h"
 
@@ -347,22 +348,6 @@ static bool same_hex(const uint8_t *p, size_t len, json_t *e)
     return true;
 }
 
-static FILE *tsv_open(const char *name, const char *header)
-{
-    const char *dir = getenv("GW_BENCH_DATA");
-    if (!dir || !*dir)
-        return NULL;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "bench_codec: %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    fprintf(f, "# %s\n", header);
-    return f;
-}
-
 /* Returns 0, or -1 when the vectors cannot be read or a sample cannot be encoded. */
 static int bytes_per_sample(const char *vectors_path)
 {
@@ -387,8 +372,9 @@ static int bytes_per_sample(const char *vectors_path)
                 err.text);
         return -1;
     }
-    FILE *tsv = tsv_open("codec_bytes.tsv", "sample\tours_bytes\treference_bytes\tratio\t"
-                                            "identical\tpson_v1_bytes\tjson_bytes");
+    FILE *tsv = gw_bench_tsv_open("bench_codec", "codec_bytes.tsv",
+                                  "sample\tours_bytes\treference_bytes\tratio\t"
+                                  "identical\tpson_v1_bytes\tjson_bytes");
     printf("\nbytes per sample: our encoder vs the reference encoder's bytes for the same value "
            "(%s)\n", vectors_path);
     printf("%-32s %6s %6s %6s %9s %8s %6s\n", "sample", "ours", "ref", "ratio", "identical",
@@ -486,7 +472,8 @@ int main(int argc, char **argv)
     printf("payload {\"temperature\":23.5,\"humidity\":60,\"pressure\":1013,\"label\":\"outdoor\"}: "
            "PSON %zu bytes, JSON %zu bytes\n", out_len, strlen(jtext));
     printf("%-34s %10s %8s\n", "operation", "ns/op", "x floor");
-    FILE *tsv = tsv_open("codec_ns.tsv", "operation\tns_per_op\tfloor_ns\tratio");
+    FILE *tsv = gw_bench_tsv_open("bench_codec", "codec_ns.tsv",
+                                  "operation\tns_per_op\tfloor_ns\tratio");
     double floor = measure(floor_memcpy, iters);
     printf("%-34s %10.1f\n", "floor: memcpy of the PSON bytes", floor);
     static const struct {

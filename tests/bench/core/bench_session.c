@@ -18,6 +18,7 @@
  *   bench_session [SECONDS_PER_PHASE (default 3)] [--quick] [--max-inflight N (default 256)]
  * --quick is 0.4 s per phase.
  */
+#include "bench_tsv.h"
 #include "gw/error.h"
 #include "gw/log.h"
 #include "gw/loop.h"
@@ -382,22 +383,6 @@ static void run_floor(unsigned port, unsigned inflight, double secs, struct phas
     qsort(ph->lat, ph->n, sizeof(uint64_t), cmp_u64);
 }
 
-static FILE *tsv_open(const char *name, const char *header)
-{
-    const char *dir = getenv("GW_BENCH_DATA");
-    if (!dir || !*dir)
-        return NULL;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "bench_session: %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    fprintf(f, "# %s\n", header);
-    return f;
-}
-
 int main(int argc, char **argv)
 {
     double secs = 3.0;
@@ -454,7 +439,7 @@ int main(int argc, char **argv)
     pthread_create(&eth, NULL, echo_thread, NULL);
     unsigned echo_port = ntohs(ea.sin_port);
 
-    FILE *tsv = tsv_open("session_rtt.tsv",
+    FILE *tsv = gw_bench_tsv_open("bench_session", "session_rtt.tsv",
                          "inflight\tcalls_per_s\tp50_us\tp99_us\tp999_us\terrors\t"
                          "gw_us_per_call\tfloor_rt_per_s\tfloor_p50_us\tfloor_p99_us\t"
                          "floor_p999_us");

@@ -15,6 +15,7 @@
  * With GW_BENCH_DATA set to a directory, also writes store_rates.tsv there (each rate beside the
  * raw SQLite floor it is compared with).
  */
+#include "bench_tsv.h"
 #include "gw/error.h"
 #include "gw/log.h"
 #include "gw/store.h"
@@ -235,22 +236,6 @@ static double ingest(struct gw_store *s, uint64_t first, unsigned rows, double *
     return rows / (now_s() - t0);
 }
 
-static FILE *tsv_open(const char *name, const char *header)
-{
-    const char *dir = getenv("GW_BENCH_DATA");
-    if (!dir || !*dir)
-        return NULL;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "bench_store: %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    fprintf(f, "# %s\n", header);
-    return f;
-}
-
 static void tsv_row(FILE *f, const char *what, double rate, const char *floor_what, double floor)
 {
     if (f)
@@ -377,14 +362,15 @@ int main(int argc, char **argv)
     gw_store_close(s);
     printf("store  ingest, group commit 500 rows/250 ms, NORMAL: %9.0f samples/s\n", rate_n);
 
-    FILE *tsv = tsv_open("store_rates.tsv", "what\trows_per_s\tfloor_rows_per_s\tratio\tfloor");
+    FILE *tsv = gw_bench_tsv_open("bench_store", "store_rates.tsv",
+                                  "what\trows_per_s\tfloor_rows_per_s\tratio\tfloor");
     tsv_row(tsv, "store ingest FULL", rate, "raw SQLite txn 500 FULL", raw500);
     tsv_row(tsv, "store ingest NORMAL", rate_n, "raw SQLite txn 500 NORMAL", raw500n);
     tsv_row(tsv, "store drain next+ack (local)", drain_rate, "raw SQLite txn 500 FULL", raw500);
     tsv_row(tsv, "raw SQLite txn 100 FULL", raw100, "raw SQLite txn 500 FULL", raw500);
     if (tsv)
         fclose(tsv);
-    tsv = tsv_open("store_figures.tsv", "figure\tvalue\tunit");
+    tsv = gw_bench_tsv_open("bench_store", "store_figures.tsv", "figure\tvalue\tunit");
     if (tsv) {
         fprintf(tsv, "bytes_written_per_sample\t%.1f\tB\n", (double)(w1 - w0) / big);
         fprintf(tsv, "rss_10k_queued\t%.1f\tMiB\n", rss10k);
