@@ -326,16 +326,13 @@ static int send_simple(struct gw_session *s, uint64_t type, uint16_t sid, const 
 
 /* ERROR with {"error": msg}; code (e.g. 404) goes into PARAMETERS when not 0 (PROTOCOL.md:
  * a return code is a varint in PARAMETERS), so the server can tell "not found" from a failure. */
-static void send_error_code(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
-                            ...) __attribute__((format(printf, 4, 5)));
-static void send_error_code(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
-                            ...)
+static void send_error_va(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
+                          va_list ap) __attribute__((format(printf, 4, 0)));
+static void send_error_va(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
+                          va_list ap)
 {
     char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     struct gw_iotmp_writer w;
     writer_start(s, &w, GW_IOTMP_ERROR);
     gw_iotmp_put_varint(&w, GW_IOTMP_STREAM_ID, sid);
@@ -348,23 +345,25 @@ static void send_error_code(struct gw_session *s, uint16_t sid, unsigned code, c
     writer_send(s, &w);
 }
 
+static void send_error_code(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
+                            ...) __attribute__((format(printf, 4, 5)));
+static void send_error_code(struct gw_session *s, uint16_t sid, unsigned code, const char *fmt,
+                            ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_error_va(s, sid, code, fmt, ap);
+    va_end(ap);
+}
+
 static void send_error(struct gw_session *s, uint16_t sid, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void send_error(struct gw_session *s, uint16_t sid, const char *fmt, ...)
 {
-    char msg[600];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    send_error_va(s, sid, 0, fmt, ap);
     va_end(ap);
-    struct gw_iotmp_writer w;
-    writer_start(s, &w, GW_IOTMP_ERROR);
-    gw_iotmp_put_varint(&w, GW_IOTMP_STREAM_ID, sid);
-    struct gw_pson_writer *p = gw_iotmp_put_pson(&w, GW_IOTMP_PAYLOAD);
-    gw_pson_put_map(p, 1);
-    gw_pson_put_cstr(p, "error");
-    gw_pson_put_cstr(p, msg);
-    writer_send(s, &w);
 }
 
 /* An answer to the server: OK with out, or (if it does not fit) ERROR. */
