@@ -356,15 +356,18 @@ static void on_stop_signal(void *arg, int signo)
     }
     gw_log_notice("received %s, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
     d->stopping = true;
-    /* Recordings stop and what the store took is committed; then a clean DISCONNECT, with at
-     * most 2 s for it to be written before the loop ends anyway. */
-    gw_forward_free(d->forward);
-    d->forward = NULL;
+    /* A clean DISCONNECT first: stopping the session fails the calls still in flight, so the
+     * forwarder hears about the queued rows it sent (they stay queued) while it still exists.
+     * Then recordings stop and what the store took is committed. The loop ends when the
+     * DISCONNECT is written, or after 2 s anyway. */
     d->exit_timer = gw_timer_new(d->loop, (gw_timer_fn)gw_loop_stop, d->loop);
     gw_timer_start(d->exit_timer, 2000);
-    if (d->session && gw_session_state(d->session) != GW_SESSION_STOPPED)
+    bool wait_disconnect = d->session && gw_session_state(d->session) != GW_SESSION_STOPPED;
+    if (wait_disconnect)
         gw_session_stop(d->session);
-    else
+    gw_forward_free(d->forward);
+    d->forward = NULL;
+    if (!wait_disconnect)
         gw_loop_stop(d->loop);
 }
 
