@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-# Shared helpers of the broker integration tests (sourced by the test_*.sh scripts beside it):
-# temp dir, test CA and server certificate, starting iotmp-broker and iotmp-testdev and reading
-# their ready lines, stopping everything by pid on exit (also on failure), REST calls with curl and
-# JSON checks with jq. A missing broker binary skips the test (exit 77).
+# Shared helpers of the broker integration tests (sourced by the test_*.sh scripts beside it), on
+# top of ../harness.sh (temp dir, stop by pid, checks, REST calls): test CA and server certificate,
+# starting iotmp-broker and iotmp-testdev and reading their ready lines. A missing broker binary
+# skips the test (exit 77).
 
 set -u
 
@@ -18,66 +18,12 @@ if [ ! -x "$TESTDEV" ]; then
     echo "FAIL: $TESTDEV is not built" >&2
     exit 1
 fi
-for tool in curl jq openssl; do
-    command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed"; exit 77; }
-done
-
-T=$(mktemp -d /tmp/gw-broker-test.XXXXXX)
-PIDS=()
-FAILS=0
-CHECKS=0
-
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        # Give each process 5 s to stop cleanly, then kill it.
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    # In a -DGW_SANITIZE=ON build the broker and the devices report errors and leaks on stderr.
-    if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T"/*.log 2>/dev/null; then
-        echo "FAIL: sanitizer report in the file(s) above" >&2
-        [ "$rc" -eq 0 ] && rc=1
-    fi
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
-        for f in "$T"/*.log "$T"/*.out; do
-            [ -f "$f" ] || continue
-            echo "----- $(basename "$f") (last 40 lines) -----" >&2
-            tail -n 40 "$f" >&2
-        done
-    fi
-    rm -rf "$T"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-
-# check "description" command...: runs the command, counts a failure (and goes on) if it fails.
-check() {
-    local what=$1
-    shift
-    CHECKS=$((CHECKS + 1))
-    if "$@"; then
-        echo "ok   $what"
-    else
-        echo "FAIL $what" >&2
-        FAILS=$((FAILS + 1))
-    fi
-}
+HARNESS_PREFIX=gw-broker-test
+# shellcheck source=../harness.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../harness.sh"
 
 finish() {
-    echo "$CHECKS checks, $FAILS failed"
-    [ "$FAILS" -eq 0 ] || exit 1
-    exit 0
+    report_and_exit
 }
 
 # make_certs: test CA ($T/ca.pem) and a server certificate for 127.0.0.1 only ($T/server.pem,
@@ -123,12 +69,8 @@ start_broker() {
     local line
     line=$(wait_line "$T/broker.out" '^iotmp-broker ready ' "$BROKER_PID" 15) \
         || fail "broker did not print its ready line"
-    TCP_PORT=$(sed -n 's/.* tcp=\([0-9]*\).*/\1/p' <<<"$line")
-    TLS_PORT=$(sed -n 's/.* tls=\([0-9]*\).*/\1/p' <<<"$line")
-    HTTP_PORT=$(sed -n 's/.* http=\([0-9]*\).*/\1/p' <<<"$line")
-    HTTPS_PORT=$(sed -n 's/.* https=\([0-9]*\).*/\1/p' <<<"$line")
+    read_ports "$line"
     [ -n "$HTTP_PORT" ] && [ "$HTTP_PORT" != 0 ] || fail "no http port in \"$line\""
-    API="http://127.0.0.1:$HTTP_PORT"
     echo "broker pid $BROKER_PID: $line"
 }
 
@@ -160,30 +102,4 @@ start_device() {
     DEV_PIDS[$name]=$DEV_PID
     wait_line "$T/dev-$name.out" '^iotmp-testdev ready ' "$DEV_PID" 15 >/dev/null \
         || fail "device $name ($tr) did not connect: $(cat "$T/dev-$name.log")"
-}
-
-# api METHOD PATH [JSON BODY]: sets STATUS and BODY (curl gives up after 30 s).
-api() {
-    local method=$1 path=$2
-    local args=(-s -S -m 30 -o "$T/body" -w '%{http_code}' -X "$method")
-    if [ $# -ge 3 ]; then
-        args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    fi
-    STATUS=$(curl "${args[@]}" "$API$path" 2>"$T/curl.err") || STATUS="curl-failed"
-    BODY=$(cat "$T/body" 2>/dev/null)
-}
-
-# jq_ok FILTER: true when FILTER applied to BODY yields true.
-jq_ok() {
-    [ "$(jq -c "$1" <<<"$BODY" 2>/dev/null)" = "true" ]
-}
-
-# status_is CODE
-status_is() {
-    [ "$STATUS" = "$1" ] || { echo "     status $STATUS, body: $BODY" >&2; return 1; }
-}
-
-# body_is FILTER: status 200 and the filter true.
-ok_and() {
-    status_is 200 && { jq_ok "$1" || { echo "     body: $BODY" >&2; return 1; }; }
 }

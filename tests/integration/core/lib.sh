@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-# Shared helpers of the uplink session integration tests (sourced by test_*.sh beside it): a temp
-# dir, certificates made with the openssl CLI, starting iotmp-broker and gw-session-testd (the real
-# session in gw_core with test resources) and reading their lines, stopping everything by pid on
-# exit, REST calls with curl, JSON checks with jq. A missing broker binary skips (exit 77).
+# Shared helpers of the uplink session integration tests (sourced by test_*.sh beside it), on top
+# of ../harness.sh (temp dir, stop by pid, checks, REST calls): certificates made with the openssl
+# CLI, starting iotmp-broker and gw-session-testd (the real session in gw_core with test resources)
+# and reading their lines. A missing broker binary skips (exit 77).
 
 set -u
 
@@ -15,54 +15,10 @@ if [ ! -x "$BROKER" ]; then
     exit 77
 fi
 [ -x "$TESTD" ] || { echo "FAIL: $TESTD is not built" >&2; exit 1; }
-for tool in curl jq openssl; do
-    command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed"; exit 77; }
-done
-
-T=$(mktemp -d /tmp/gw-session-test.XXXXXX)
-PIDS=()
+HARNESS_PREFIX=gw-session-test
+# shellcheck source=../harness.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../harness.sh"
 GW_PIDS=()
-FAILS=0
-CHECKS=0
-
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
-        for f in "$T"/*.log "$T"/*.out; do
-            [ -f "$f" ] || continue
-            echo "----- $(basename "$f") (last 30 lines) -----" >&2
-            tail -n 30 "$f" >&2
-        done
-    fi
-    [ -n "${GW_KEEP_TMP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-
-# check "description" command...: counts a failure (and goes on) when the command fails.
-check() {
-    local what=$1
-    shift
-    CHECKS=$((CHECKS + 1))
-    if "$@"; then
-        echo "ok   $what"
-    else
-        echo "FAIL $what" >&2
-        FAILS=$((FAILS + 1))
-    fi
-}
 
 finish() {
     # Let every gateway exit (stdin closed) and look for sanitizer reports in their logs.
@@ -72,9 +28,7 @@ finish() {
     done
     check "no sanitizer report in the gateway logs" \
         bash -c "! grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' '$T'/gw*.log"
-    echo "$CHECKS checks, $FAILS failed"
-    [ "$FAILS" -eq 0 ] || exit 1
-    exit 0
+    report_and_exit
 }
 
 # sign NAME CA SUBJ_ALT [openssl ca dates...]: a server certificate $T/NAME.pem / NAME.key
@@ -171,11 +125,7 @@ start_broker() {
     local line
     line=$(wait_line "$T/broker.out" '^iotmp-broker ready ' 15 "$BROKER_PID") \
         || fail "broker did not print its ready line"
-    TCP_PORT=$(sed -n 's/.* tcp=\([0-9]*\).*/\1/p' <<<"$line")
-    TLS_PORT=$(sed -n 's/.* tls=\([0-9]*\).*/\1/p' <<<"$line")
-    HTTP_PORT=$(sed -n 's/.* http=\([0-9]*\).*/\1/p' <<<"$line")
-    HTTPS_PORT=$(sed -n 's/.* https=\([0-9]*\).*/\1/p' <<<"$line")
-    API="http://127.0.0.1:$HTTP_PORT"
+    read_ports "$line"
 }
 
 stop_broker() {
@@ -245,29 +195,6 @@ gw_mark() {
         sleep 0.02
     done
     return 1
-}
-
-# api METHOD PATH [JSON BODY]: sets STATUS and BODY.
-api() {
-    local method=$1 path=$2
-    local args=(-s -S -m 30 -o "$T/body" -w '%{http_code}' -X "$method")
-    if [ $# -ge 3 ]; then
-        args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    fi
-    STATUS=$(curl "${args[@]}" "$API$path" 2>"$T/curl.err") || STATUS="curl-failed"
-    BODY=$(cat "$T/body" 2>/dev/null)
-}
-
-jq_ok() {
-    [ "$(jq -c "$1" <<<"$BODY" 2>/dev/null)" = "true" ]
-}
-
-status_is() {
-    [ "$STATUS" = "$1" ] || { echo "     status $STATUS, body: $BODY" >&2; return 1; }
-}
-
-ok_and() {
-    status_is 200 && { jq_ok "$1" || { echo "     body: $BODY" >&2; return 1; }; }
 }
 
 # wait_connected [SECONDS]: until the broker lists d1 as connected.
