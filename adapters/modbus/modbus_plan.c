@@ -135,7 +135,7 @@ static void plan_group(const struct item *items, size_t m, uint32_t max, uint32_
             served[j] = true;
             if (items[j].end > e)
                 e = items[j].end;
-            plan->point_req[items[j].index] = plan->nreqs;
+            plan->point_req[items[j].index] = (uint32_t)plan->nreqs;
             plan->point_offset[items[j].index] = (uint16_t)(items[j].start - s);
         }
         r->unit = items[first].unit;

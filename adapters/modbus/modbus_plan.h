@@ -50,7 +50,7 @@ struct gw_modbus_request {
 struct gw_modbus_plan {
     struct gw_modbus_request *reqs;
     size_t nreqs;
-    size_t *point_req;           /* point i is served by reqs[point_req[i]] ... */
+    uint32_t *point_req;         /* point i is served by reqs[point_req[i]] ... */
     uint16_t *point_offset;      /* ... starting point_offset[i] registers/bits into its reply */
     size_t npoints;
 };

@@ -601,6 +601,9 @@ static int cmd_run(const struct options *o)
             d.watchdog = gw_timer_new(d.loop, on_watchdog, &d);
             gw_timer_start(d.watchdog, 0);
         }
+        /* Start-up's temporary memory (the store's integrity check of a full queue, the
+         * registry's tables while they grew) goes back to the system before the steady state. */
+        malloc_trim(0);
         notify_ready(&d);
         gw_loop_run(d.loop);
         gw_timer_free(d.watchdog);
@@ -622,8 +625,23 @@ static int cmd_run(const struct options *o)
     return exit_code;
 }
 
+/*
+ * One malloc arena for the whole process (unless MALLOC_ARENA_MAX says otherwise). glibc gives
+ * threads arenas of their own (up to 8 per core); values are allocated on the Modbus pool's threads
+ * and freed on the loop thread, and pool threads come and go, so memory spread over several
+ * arenas that each keep their free space: with 1,000 Modbus devices x 100 points RSS kept
+ * growing (45 -> 56 MiB in a minute with the default, +2.7 MiB with two arenas, flat with one).
+ * The threads that allocate are few and mostly wait on devices, so one arena's lock costs little.
+ */
+static void malloc_setup(void)
+{
+    if (!getenv("MALLOC_ARENA_MAX"))
+        mallopt(M_ARENA_MAX, 1);
+}
+
 int main(int argc, char **argv)
 {
+    malloc_setup();
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},   {"adapters", required_argument, NULL, 'a'},
         {"schema-dir", required_argument, NULL, 's'}, {"log-level", required_argument, NULL, 'l'},
