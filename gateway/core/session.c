@@ -1256,7 +1256,7 @@ static void handle_describe(struct gw_session *s, const struct gw_iotmp_frame *f
     gw_iotmp_put_varint(&w, GW_IOTMP_STREAM_ID, sid);
     struct gw_pson_writer *p = gw_iotmp_put_pson(&w, GW_IOTMP_PAYLOAD);
     if (res)
-        gw_registry_describe_one(res, p);
+        gw_registry_describe_one(s->reg, res, p);
     else
         gw_registry_describe_all(s->reg, p);
     if (writer_send(s, &w) == GW_ENOSPC)
@@ -1347,9 +1347,9 @@ static void handle_start_stream(struct gw_session *s, const struct gw_iotmp_fram
         gw_timer_start(st->timer, interval);
         stream_sample(st); /* the first sample at once */
     } else {
-        const struct gw_value *last = gw_res_last(res, NULL, NULL);
-        if (last)
-            stream_emit(st, last); /* the current value as the first event */
+        struct gw_value last;
+        if (gw_res_last(res, &last, NULL, NULL))
+            stream_emit(st, &last); /* the current value as the first event */
     }
 }
 

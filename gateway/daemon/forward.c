@@ -81,9 +81,9 @@ static void record_tick(void *arg)
             gw_pson_put_cstr(&w, r->resources[i]);
             struct gw_res *res = gw_registry_find(f->reg, r->resources[i], strlen(r->resources[i]));
             bool stale = false;
-            const struct gw_value *v = res ? gw_res_last(res, NULL, &stale) : NULL;
-            if (v && !stale)
-                gw_value_encode(v, &w);
+            struct gw_value v;
+            if (res && gw_res_last(res, &v, NULL, &stale) && !stale)
+                gw_value_encode(&v, &w);
             else
                 gw_pson_put_null(&w);
         }

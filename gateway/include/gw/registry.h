@@ -70,7 +70,8 @@ int gw_registry_new(struct gw_loop *loop, struct gw_registry **out);
 void gw_registry_free(struct gw_registry *reg);
 
 /* Adds a resource. Returns 0 and its id in *id (may be NULL); GW_EEXIST for a duplicate name,
- * GW_EINVAL for an empty name or a name the protocol cannot carry. */
+ * GW_EINVAL for an empty name or a name the protocol cannot carry (longer than 1024 bytes),
+ * GW_ENOSPC beyond 16,777,215 resources or 65,536 distinct (run, describe, owner) triples. */
 int gw_registry_add(struct gw_registry *reg, const struct gw_resource_desc *desc, uint32_t *id);
 /* Removes every resource of owner (on adapter stop/reload); their calls and streams end. */
 void gw_registry_remove_owner(struct gw_registry *reg, void *owner);
@@ -93,7 +94,8 @@ bool gw_res_streamable(const struct gw_res *res);
  * value (and the describe callback's keys); never calls the resource (decision 14.15).
  */
 void gw_registry_describe_all(struct gw_registry *reg, struct gw_pson_writer *w);
-void gw_registry_describe_one(struct gw_res *res, struct gw_pson_writer *w);
+void gw_registry_describe_one(struct gw_registry *reg, struct gw_res *res,
+                              struct gw_pson_writer *w);
 
 /* --- Calls --- */
 
@@ -147,8 +149,13 @@ size_t gw_publish_batch_count(const struct gw_publish_batch *b);
 /* Any thread: delivers everything in b, in order, on the loop thread; b is left empty. */
 void gw_registry_publish_batch(struct gw_registry *reg, struct gw_publish_batch *b);
 
-/* Last known value (borrowed, until the next publish) and its time; NULL if none yet. */
-const struct gw_value *gw_res_last(const struct gw_res *res, uint64_t *ts_ms, bool *stale);
+/*
+ * Last known value: true if res has one (false: *view is null). *view (may be NULL) is filled
+ * with a shallow view of it: borrowed, valid on the loop thread until the next publish to res or
+ * its removal; never gw_value_fini() it (gw_value_copy() to keep it). *ts_ms gets its time (kept
+ * to 48 bits of milliseconds; 0 if none yet), *stale whether it was marked stale since.
+ */
+bool gw_res_last(const struct gw_res *res, struct gw_value *view, uint64_t *ts_ms, bool *stale);
 
 /*
  * Lifetime of a struct gw_res pointer: valid until the resource is removed (adapter stop or
@@ -158,7 +165,8 @@ const struct gw_value *gw_res_last(const struct gw_res *res, uint64_t *ts_ms, bo
  */
 typedef void (*gw_sub_fn)(void *arg, struct gw_res *res, const struct gw_value *v);
 /* Calls fn on the loop thread after every publish to res (for event streams), and once with
- * v == NULL when res is removed (the subscriber should then gw_sub_free). */
+ * v == NULL when res is removed (the subscriber should then gw_sub_free). v is borrowed for the
+ * call only (gw_res_last() gives the same value later). */
 struct gw_sub *gw_res_subscribe(struct gw_res *res, gw_sub_fn fn, void *arg);
 void gw_sub_free(struct gw_sub *sub);
 

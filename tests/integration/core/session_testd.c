@@ -120,10 +120,9 @@ static int run_level(void *ctx, struct gw_call *call)
         gw_call_reply(call, &v);
         return 0;
     }
-    const struct gw_value *last = gw_res_last(gw_call_res(call), NULL, NULL);
-    struct gw_value v = GW_VALUE_INIT_NULL;
-    if (last)
-        gw_value_copy(&v, last);
+    struct gw_value last, v = GW_VALUE_INIT_NULL;
+    if (gw_res_last(gw_call_res(call), &last, NULL, NULL))
+        gw_value_copy(&v, &last);
     gw_call_reply(call, &v);
     return 0;
 }

@@ -165,7 +165,7 @@ static void on_publish(void *arg, struct gw_res *res, const struct gw_value *v)
     if (!v || s->n >= 64)
         return;
     uint64_t ts = 0;
-    gw_res_last(res, &ts, NULL);
+    gw_res_last(res, NULL, &ts, NULL);
     s->vals[s->n] = v->type == GW_VALUE_BOOL && v->b;
     s->ts[s->n] = ts;
     s->n++;

@@ -152,11 +152,12 @@ static double num_of(const struct gw_value *v)
     return d;
 }
 
-/* The last published value of a resource (NULL if none or no such resource). */
-static const struct gw_value *last_of(const char *name, bool *stale)
+/* The last published value of a resource, a borrowed view in *v (false if none or no such
+ * resource). */
+static bool last_of(const char *name, struct gw_value *v, bool *stale)
 {
     struct gw_res *res = gw_registry_find(reg, name, strlen(name));
-    return res ? gw_res_last(res, NULL, stale) : NULL;
+    return res && gw_res_last(res, v, NULL, stale);
 }
 
 static int make_config(const char *text, struct gw_value *out)
@@ -282,7 +283,7 @@ static void on_pub(void *arg, struct gw_res *res, const struct gw_value *v)
     if (!v)
         return;
     uint64_t ts;
-    gw_res_last(res, &ts, NULL);
+    gw_res_last(res, NULL, &ts, NULL);
     if (j->last_ts) {
         double dev = fabs((double)(ts - j->last_ts) - (double)j->interval);
         if (dev > j->max_dev)
@@ -468,8 +469,9 @@ static void test_tcp(void)
 
     /* The poll published values (DESCRIBE and streams see them). */
     struct gw_res *res = gw_registry_find(reg, "plc1/temp", 9);
-    const struct gw_value *last = res ? gw_res_last(res, NULL, NULL) : NULL;
-    CHECK(last && num_is(last, 42.0), "published temp %g", last ? num_of(last) : NAN);
+    struct gw_value last;
+    bool has_last = res && gw_res_last(res, &last, NULL, NULL);
+    CHECK(has_last && num_is(&last, 42.0), "published temp %g", has_last ? num_of(&last) : NAN);
 
     /* On-demand reads of each kind. */
     struct result r = call("plc1/temp", NULL);
@@ -575,10 +577,10 @@ static void test_tcp(void)
         run_for(600);
         const char *counts = ctl("COUNTS");
         bool st1 = true, st2 = true;
-        const struct gw_value *g1 = last_of("plc1/g1", &st1);
-        const struct gw_value *g2 = last_of("plc1/g2", &st2);
-        CHECK(g1 && !st1 && num_is(g1, 111) && g2 && !st2 && num_is(g2, 222),
-              "gap fallback: g1 %g g2 %g", g1 ? num_of(g1) : NAN, g2 ? num_of(g2) : NAN);
+        struct gw_value g1, g2;
+        bool has1 = last_of("plc1/g1", &g1, &st1), has2 = last_of("plc1/g2", &g2, &st2);
+        CHECK(has1 && !st1 && num_is(&g1, 111) && has2 && !st2 && num_is(&g2, 222),
+              "gap fallback: g1 %g g2 %g", has1 ? num_of(&g1) : NAN, has2 ? num_of(&g2) : NAN);
         printf("  gap fallback: requests in 600 ms at the simulator: %s\n", counts);
     }
 
@@ -589,8 +591,8 @@ static void test_tcp(void)
     CHECK(r.rc == GW_ESTALE && strstr(r.msg, "quarantined"), "d9: rc %d %s", r.rc, r.msg);
     struct gw_res *d9 = gw_registry_find(reg, "plc1/d9", 7);
     bool stale = false;
-    gw_res_last(d9, NULL, &stale);
-    CHECK(d9 && (stale || gw_res_last(d9, NULL, NULL) == NULL), "d9 stale");
+    bool d9_has = d9 && gw_res_last(d9, NULL, NULL, &stale);
+    CHECK(d9 && (stale || !d9_has), "d9 stale");
     struct jitter j = {.interval = 100};
     struct gw_sub *sub = gw_res_subscribe(gw_registry_find(reg, "plc1/h2", 7), on_pub, &j);
     run_for(5000);
@@ -625,8 +627,8 @@ static void test_tcp(void)
         run_for(200);
         struct gw_res *h2 = gw_registry_find(reg, "plc1/h2", 7);
         bool is_stale = true;
-        const struct gw_value *v = gw_res_last(h2, NULL, &is_stale);
-        back = v && !is_stale && num_is(v, 4242);
+        struct gw_value v;
+        back = gw_res_last(h2, &v, NULL, &is_stale) && !is_stale && num_is(&v, 4242);
     }
     CHECK(back, "no fresh value of h2 within 10 s of the restart");
     r = call("plc1/_stats/line1", NULL);

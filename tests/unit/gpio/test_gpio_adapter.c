@@ -192,7 +192,7 @@ START_TEST(test_describe_samples_and_meta)
     uint8_t buf[1024];
     struct gw_pson_writer w;
     gw_pson_writer_init(&w, buf, sizeof buf);
-    gw_registry_describe_one(gw_registry_find(reg, "t/meter", 7), &w);
+    gw_registry_describe_one(reg, gw_registry_find(reg, "t/meter", 7), &w);
     ck_assert(gw_pson_writer_ok(&w));
     struct gw_value v;
     ck_assert_int_gt(gw_value_decode(buf, w.len, &v), 0);
