@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 enum { EXIT_INVALID = 1, EXIT_UNREADABLE = 2, EXIT_RUNTIME = 3 };
 
@@ -113,6 +114,7 @@ struct daemon {
     size_t n_inst;
     struct gw_timer *watchdog; /* systemd WATCHDOG=1 pings, NULL without WatchdogSec= */
     uint64_t watchdog_ms;      /* ping period: half of WATCHDOG_USEC */
+    struct gw_timer *trim;     /* gives freed heap pages back (on_trim) */
 };
 
 static void host_log(const struct gw_host *host, int level, const char *fmt, ...)
@@ -328,6 +330,29 @@ static void on_session_state(void *arg, enum gw_session_state st, int reason)
 }
 
 /* Pings systemd's watchdog; runs only while the loop turns, so a stuck loop stops the pings. */
+/*
+ * Every TRIM_MS the heap's free pages go back to the system (malloc_trim). Start-up leaves a heap
+ * as large as the configuration's value tree (~190 MiB at 100,000 Modbus points), freed but with
+ * live objects between its pages; values in flight (a publish batch of a few KiB per poll) are
+ * then allocated from free chunks anywhere in it and keep touching pages: measured at 1,000
+ * Modbus devices x 100 points, RSS went from 36.7 to 38.5 MiB within 8 s after a trim. A trim of
+ * that heap took 0.4 to 1 ms on the loop thread (logged at debug level). With it, RSS at that
+ * load measured 35.3 to 36.3 MiB (38.6 to 39.1 without).
+ */
+#define TRIM_MS 5000
+
+static void on_trim(void *arg)
+{
+    struct daemon *d = arg;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    malloc_trim(0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    gw_log_debug("malloc_trim took %ld us",
+                 (long)((b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000));
+    gw_timer_start(d->trim, TRIM_MS);
+}
+
 static void on_watchdog(void *arg)
 {
     struct daemon *d = arg;
@@ -604,9 +629,12 @@ static int cmd_run(const struct options *o)
         /* Start-up's temporary memory (the store's integrity check of a full queue, the
          * registry's tables while they grew) goes back to the system before the steady state. */
         malloc_trim(0);
+        d.trim = gw_timer_new(d.loop, on_trim, &d);
+        gw_timer_start(d.trim, TRIM_MS);
         notify_ready(&d);
         gw_loop_run(d.loop);
         gw_timer_free(d.watchdog);
+        gw_timer_free(d.trim);
     }
     gw_metrics_stop(d.metrics);
     if (d.health.reg)
