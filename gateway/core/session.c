@@ -134,6 +134,7 @@ struct gw_session {
     uint16_t next_sid;
     struct out_call *calls[CALL_BUCKETS];
     struct in_call *in_head;
+    unsigned calls_running;             /* in_head entries other than IN_SAMPLE (max_calls_in) */
     struct stream *streams;
     uint64_t rng;
 
@@ -220,6 +221,8 @@ static void set_state(struct gw_session *s, enum gw_session_state st, int reason
 
 static void in_link(struct gw_session *s, struct in_call *c)
 {
+    if (c->kind != IN_SAMPLE)
+        s->calls_running++;
     c->prev = NULL;
     c->next = s->in_head;
     if (s->in_head)
@@ -232,6 +235,8 @@ static void in_unlink(struct gw_session *s, struct in_call *c)
 {
     if (!c->linked)
         return;
+    if (c->kind != IN_SAMPLE)
+        s->calls_running--;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -1230,6 +1235,16 @@ static void handle_run(struct gw_session *s, const struct gw_iotmp_frame *f, uin
             gw_log_info("uplink: RUN without answer for unknown resource \"%s\"", name);
         return;
     }
+    if (s->calls_running >= s->cfg.max_calls_in) {
+        s->stats.calls_refused++;
+        if (sid)
+            send_error_code(s, sid, 429, "busy: %u calls are running (uplink.max_calls); \"%s\" "
+                            "not run", s->calls_running, name);
+        else
+            gw_log_debug("uplink: RUN of \"%s\" dropped: %u calls are running", name,
+                         s->calls_running);
+        return;
+    }
     s->stats.calls_in++;
     struct gw_value input, params;
     field_value(f, GW_IOTMP_PAYLOAD, &input);
@@ -1377,6 +1392,12 @@ static void handle_stream_data(struct gw_session *s, const struct gw_iotmp_frame
         gw_log_debug("uplink: STREAM_DATA to stream %u: %s takes no input", (unsigned)sid,
                      gw_res_name(st->res));
         s->stats.frames_ignored++;
+        return;
+    }
+    if (s->calls_running >= s->cfg.max_calls_in) {
+        s->stats.calls_refused++;
+        gw_log_debug("uplink: STREAM_DATA to %s dropped: %u calls are running",
+                     gw_res_name(st->res), s->calls_running);
         return;
     }
     struct gw_value input;
@@ -1544,6 +1565,8 @@ int gw_session_new(struct gw_loop *loop, struct gw_registry *reg,
         s->cfg.auth_backoff_ms = 300000;
     if (!s->cfg.send_queue_max)
         s->cfg.send_queue_max = 1024 * 1024;
+    if (!s->cfg.max_calls_in)
+        s->cfg.max_calls_in = 256;
     s->url = url;
     s->backoff_next = s->cfg.backoff_min_ms;
     s->wcap = s->cfg.max_frame + GW_IOTMP_HEADROOM;

@@ -96,6 +96,9 @@ static void collect(const struct gw_health_src *src, struct table *t)
         add(t, "bytes_total", "counter", "IOTMP bytes", "direction=\"out\"", (double)s.bytes_out);
         add(t, "server_calls_total", "counter", "Calls to server resources", NULL,
             (double)s.calls_out);
+        add(t, "calls_refused_total", "counter",
+            "Calls from the server refused because uplink.max_calls were running", NULL,
+            (double)s.calls_refused);
         add(t, "server_calls_failed_total", "counter", "Calls to server resources that failed",
             NULL, (double)s.calls_out_failed);
         add(t, "stream_samples_total", "counter", "STREAM_DATA samples sent", NULL,

@@ -492,6 +492,7 @@ static int start_uplink(struct daemon *d)
         .backoff_max_ms = s->reconnect_max_s * 1000,
         .reconnect_spread_ms = s->reconnect_spread_s * 1000,
         .send_queue_max = s->send_queue,
+        .max_calls_in = s->max_calls,
     };
     rc = gw_session_new(d->loop, d->reg, &cfg, &d->session);
     explicit_bzero(password, sizeof password); /* the session keeps its own copy */

@@ -303,6 +303,7 @@ int gw_settings_load(const char *gateway_file, const char *adapters_dir_override
     s->reconnect_spread_s = (unsigned)get_int(up, "reconnect_spread", 60);
     s->max_frame = (size_t)get_int(up, "max_frame", 262144);
     s->send_queue = (size_t)get_int(up, "send_queue", 1048576);
+    s->max_calls = (unsigned)get_int(up, "max_calls", 256);
     s->layout_embedded = strcmp(get_str(up, "server_action_layout", "linux"), "embedded") == 0;
     s->ca_file = dup_str(tls, "ca_file", NULL);
     s->cert_file = dup_str(tls, "cert_file", NULL);

@@ -54,6 +54,9 @@ struct gw_session_config {
     unsigned backoff_reset_s;       /* a session that lasted this long resets the back-off: 60 */
     unsigned auth_backoff_ms;       /* retry delay after bad credentials (ERROR 2): 300000 */
     size_t send_queue_max;          /* bytes queued towards the server before flow control: 1 MiB */
+    unsigned max_calls_in;          /* the server's RUNs and stream inputs running at once: 256;
+                                       beyond, a RUN is answered ERROR 429 at once and an input
+                                       is dropped (counted in calls_refused) */
 };
 
 enum gw_session_state {
@@ -78,6 +81,7 @@ struct gw_session_stats {
     uint64_t frames_in, frames_out, bytes_in, bytes_out;
     uint64_t keepalives_sent, keepalives_echoed;
     uint64_t calls_in;          /* RUN requests served */
+    uint64_t calls_refused;     /* RUNs and stream inputs refused: max_calls_in were running */
     uint64_t calls_out;         /* gw_session_call() accepted */
     uint64_t calls_out_failed;  /* ... that ended with an error (timeout, link, peer ERROR) */
     uint64_t stream_samples;    /* STREAM_DATA sent */

@@ -42,6 +42,7 @@ struct gw_settings {
     char *url, *user, *device, *password_file;
     unsigned keepalive_s, connect_timeout_s, reconnect_max_s, reconnect_spread_s;
     size_t max_frame, send_queue;
+    unsigned max_calls;         /* uplink.max_calls: the broker's calls running at once */
     bool layout_embedded;
     char *ca_file, *cert_file, *key_file;
     bool insecure;

@@ -238,6 +238,21 @@ static int run_big(void *ctx, struct gw_call *call)
     return 0;
 }
 
+static unsigned max_calls; /* start_session's max_calls_in (0: the default) */
+
+/* Holds its calls (answered when the server script sets hold_release; see tick()). */
+static struct gw_call *held[16];
+static int n_held;
+static atomic_int hold_release;
+
+static int run_hold(void *ctx, struct gw_call *call)
+{
+    (void)ctx;
+    ck_assert_int_lt(n_held, 16);
+    held[n_held++] = call;
+    return 0;
+}
+
 static void on_state(void *arg, enum gw_session_state st, int reason)
 {
     (void)arg;
@@ -254,6 +269,11 @@ static uint64_t deadline;
 static void tick(void *arg)
 {
     (void)arg;
+    if (atomic_load(&hold_release) && n_held) {
+        for (int i = 0; i < n_held; i++)
+            gw_call_reply(held[i], NULL);
+        n_held = 0;
+    }
     if (atomic_load(&srv_done) || gw_loop_now_ms() > deadline) {
         gw_loop_stop(loop);
         return;
@@ -302,6 +322,11 @@ static void setup(void)
     struct gw_resource_desc d4 = {.name = "inbox", .fn = GW_FN_INPUT, .run = run_inbox};
     ck_assert_int_eq(gw_registry_add(reg, &d4, NULL), 0);
     atomic_store(&inbox_value, 0);
+    struct gw_resource_desc d5 = {.name = "hold", .fn = GW_FN_RUN, .run = run_hold};
+    ck_assert_int_eq(gw_registry_add(reg, &d5, NULL), 0);
+    n_held = 0;
+    atomic_store(&hold_release, 0);
+    max_calls = 0;
 }
 
 static void teardown(void)
@@ -322,7 +347,7 @@ static void start_session(unsigned ka, enum gw_session_layout layout)
     struct gw_session_config cfg = {
         .url = url, .user = "u", .device = "d", .password = "p", .keepalive_s = ka,
         .server_action_layout = layout, .backoff_min_ms = bmin, .backoff_max_ms = bmax,
-        .send_queue_max = queue_max, .backoff_reset_s = reset_s,
+        .send_queue_max = queue_max, .backoff_reset_s = reset_s, .max_calls_in = max_calls,
     };
     ck_assert_int_eq(gw_session_new(loop, reg, &cfg, &sess), 0);
     gw_session_on_state(sess, on_state, NULL);
@@ -907,6 +932,56 @@ START_TEST(backoff_doubles_and_resets)
 }
 END_TEST
 
+/* uplink.max_calls: 4 calls held, the 5th and 6th RUN refused at once with ERROR 429, a RUN
+ * without stream id dropped; once the held calls are answered, RUNs run again. */
+static void script_busy(void)
+{
+    uint16_t csid;
+    int c = accept_connect(false, 60, &csid);
+    if (c < 0)
+        return;
+    srv_answer(c, GW_IOTMP_OK, csid, 0, NULL);
+    struct srv_frame fr;
+    for (uint16_t i = 0; i < 6; i++)
+        srv_request(c, GW_IOTMP_RUN, (uint16_t)(20 + i), "hold");
+    srv_request(c, GW_IOTMP_RUN, 0, "noop"); /* no answer wanted: dropped */
+    for (uint16_t sid = 24; sid < 26; sid++) {
+        uint64_t code = 0;
+        SRV_CHECK(read_answer(c, &fr) && fr.type == GW_IOTMP_ERROR && frame_sid(&fr) == sid,
+                  "RUN %u beyond max_calls: no ERROR %u (type %llu sid %u)", sid, sid,
+                  (unsigned long long)fr.type, frame_sid(&fr));
+        SRV_CHECK(gw_iotmp_get_uint(&fr.f, GW_IOTMP_PARAMETERS, &code) == 0 && code == 429,
+                  "ERROR %u: code %llu, expected 429", sid, (unsigned long long)code);
+        SRV_CHECK(payload_error_is(&fr, "busy: 4 calls are running (uplink.max_calls); \"hold\" "
+                                        "not run"),
+                  "ERROR %u text", sid);
+    }
+    atomic_store(&hold_release, 1);
+    for (uint16_t sid = 20; sid < 24; sid++)
+        SRV_CHECK(read_answer(c, &fr) && fr.type == GW_IOTMP_OK && frame_sid(&fr) == sid,
+                  "held RUN %u: no OK after the release (type %llu sid %u)", sid,
+                  (unsigned long long)fr.type, frame_sid(&fr));
+    srv_request(c, GW_IOTMP_RUN, 30, "noop");
+    SRV_CHECK(read_answer(c, &fr) && fr.type == GW_IOTMP_OK && frame_sid(&fr) == 30,
+              "after the release: no OK 30");
+    close(c);
+}
+
+START_TEST(max_calls_refuses_beyond)
+{
+    max_calls = 4;
+    srv_start(script_busy);
+    start_session(60, GW_SESSION_LAYOUT_LINUX);
+    run_until_done();
+    srv_join();
+    struct gw_session_stats st;
+    gw_session_get_stats(sess, &st);
+    ck_assert_uint_eq(st.calls_refused, 3);
+    ck_assert_uint_eq(st.calls_in, 5);
+    ck_assert_int_eq(atomic_load(&noop_runs), 1); /* only RUN 30: the dropped one never ran */
+}
+END_TEST
+
 static Suite *session_suite(void)
 {
     Suite *s = suite_create("session");
@@ -924,6 +999,7 @@ static Suite *session_suite(void)
     tcase_add_test(tc, oversized_frame_closes);
     tcase_add_test(tc, flow_control_coalesces);
     tcase_add_test(tc, backoff_doubles_and_resets);
+    tcase_add_test(tc, max_calls_refuses_beyond);
     suite_add_tcase(s, tc);
     return s;
 }
