@@ -417,6 +417,16 @@ static int accept_connect(bool expect_ka, unsigned ka, uint16_t *sid)
 }
 
 /* Reads frames until one is an answer (OK/ERROR) or STREAM_DATA; false on timeout. */
+/* accept_connect() and the OK to the CONNECT: a ready session (or -1). */
+static int accept_ready(bool expect_ka, unsigned ka)
+{
+    uint16_t sid;
+    int c = accept_connect(expect_ka, ka, &sid);
+    if (c >= 0)
+        srv_answer(c, GW_IOTMP_OK, sid, 0, NULL);
+    return c;
+}
+
 static bool read_answer(int c, struct srv_frame *fr)
 {
     for (;;) {
@@ -484,11 +494,9 @@ END_TEST
 
 static void script_requests(void)
 {
-    uint16_t csid;
-    int c = accept_connect(false, 60, &csid);
+    int c = accept_ready(false, 60);
     if (c < 0)
         return;
-    srv_answer(c, GW_IOTMP_OK, csid, 0, NULL);
     struct srv_frame fr;
 
     /* RUN without stream id: runs, no answer. */
@@ -598,10 +606,9 @@ static void script_ka_refused(void)
     struct srv_frame fr;
     SRV_CHECK(!srv_read(c, &fr, 2000), "the session kept the link after ERROR 3");
     close(c);
-    int c2 = accept_connect(false, 0, &sid); /* at once, without "ka" */
+    int c2 = accept_ready(false, 0); /* at once, without "ka" */
     if (c2 < 0)
         return;
-    srv_answer(c2, GW_IOTMP_OK, sid, 0, NULL);
     usleep(100 * 1000);
     close(c2);
 }
@@ -643,11 +650,9 @@ static enum gw_session_layout layout_expected;
 
 static void script_layout(void)
 {
-    uint16_t sid;
-    int c = accept_connect(false, 0, &sid);
+    int c = accept_ready(false, 0);
     if (c < 0)
         return;
-    srv_answer(c, GW_IOTMP_OK, sid, 0, NULL);
     struct srv_frame fr;
     for (int i = 0; i < 2; i++) {
         SRV_CHECK(srv_read(c, &fr, 3000) && fr.type == GW_IOTMP_RUN, "no RUN %d", i);
@@ -721,11 +726,9 @@ END_TEST
 
 static void script_late(void)
 {
-    uint16_t sid;
-    int c = accept_connect(false, 0, &sid);
+    int c = accept_ready(false, 0);
     if (c < 0)
         return;
-    srv_answer(c, GW_IOTMP_OK, sid, 0, NULL);
     struct srv_frame fr;
     SRV_CHECK(srv_read(c, &fr, 3000) && fr.type == GW_IOTMP_RUN, "no RUN");
     usleep(400 * 1000); /* past the call's 150 ms timeout */
@@ -758,11 +761,9 @@ END_TEST
 
 static void script_drop(void)
 {
-    uint16_t sid;
-    int c = accept_connect(false, 0, &sid);
+    int c = accept_ready(false, 0);
     if (c < 0)
         return;
-    srv_answer(c, GW_IOTMP_OK, sid, 0, NULL);
     struct srv_frame fr;
     for (int i = 0; i < 10; i++)
         SRV_CHECK(srv_read(c, &fr, 3000) && fr.type == GW_IOTMP_RUN, "no RUN %d", i);
@@ -801,11 +802,9 @@ END_TEST
 
 static void script_big(void)
 {
-    uint16_t sid;
-    int c = accept_connect(false, 0, &sid);
+    int c = accept_ready(false, 0);
     if (c < 0)
         return;
-    srv_answer(c, GW_IOTMP_OK, sid, 0, NULL);
     /* RUN with a body of 300000 bytes announced: over the 256 KiB limit. */
     static const uint8_t hdr[] = {GW_IOTMP_RUN, 0xe0, 0xa7, 0x12};
     srv_send(c, hdr, sizeof(hdr));
@@ -885,12 +884,10 @@ static atomic_uint backoffs[8];
 
 static void script_backoff(void)
 {
-    uint16_t sid;
     for (int i = 0; i < 5; i++) {
-        int c = accept_connect(false, 0, &sid);
+        int c = accept_ready(false, 0);
         if (c < 0)
             return;
-        srv_answer(c, GW_IOTMP_OK, sid, 0, NULL);
         /* sessions 0-2 end at once; session 3 lasts 1.2 s (over backoff_reset_s = 1) */
         usleep(i == 3 ? 1200 * 1000 : 50 * 1000);
         close(c);
@@ -936,11 +933,9 @@ END_TEST
  * without stream id dropped; once the held calls are answered, RUNs run again. */
 static void script_busy(void)
 {
-    uint16_t csid;
-    int c = accept_connect(false, 60, &csid);
+    int c = accept_ready(false, 60);
     if (c < 0)
         return;
-    srv_answer(c, GW_IOTMP_OK, csid, 0, NULL);
     struct srv_frame fr;
     for (uint16_t i = 0; i < 6; i++)
         srv_request(c, GW_IOTMP_RUN, (uint16_t)(20 + i), "hold");
