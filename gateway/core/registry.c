@@ -399,6 +399,58 @@ static void kind_release(struct gw_registry *reg, size_t index)
 
 /* --- The last value --- */
 
+/* Takes *v into u: a scalar inline, anything else moved into a heap box (NULL stores nothing). */
+static void slot_store(union res_last *u, struct gw_value *v)
+{
+    switch (v->type) {
+    case GW_VALUE_BOOL:
+        u->b = v->b;
+        break;
+    case GW_VALUE_UINT:
+        u->u = v->u;
+        break;
+    case GW_VALUE_INT:
+        u->i = v->i;
+        break;
+    case GW_VALUE_DOUBLE:
+        u->d = v->d;
+        break;
+    case GW_VALUE_NULL:
+        break;
+    default:
+        u->box = gw_malloc(sizeof *u->box);
+        *u->box = *v;
+        break;
+    }
+    *v = GW_VALUE_INIT_NULL;
+}
+
+/* A shallow view of what u holds as type t (a boxed value's parts stay in the box). */
+static void slot_view(const union res_last *u, enum gw_value_type t, struct gw_value *view)
+{
+    if (type_is_boxed(t)) {
+        *view = *u->box;
+        return;
+    }
+    *view = (struct gw_value){.type = t};
+    switch (t) {
+    case GW_VALUE_BOOL:
+        view->b = u->b;
+        break;
+    case GW_VALUE_UINT:
+        view->u = u->u;
+        break;
+    case GW_VALUE_INT:
+        view->i = u->i;
+        break;
+    case GW_VALUE_DOUBLE:
+        view->d = u->d;
+        break;
+    default:
+        break;
+    }
+}
+
 /* Drops the last value (type left as is: the caller sets it). */
 static void last_drop(struct gw_res *r)
 {
@@ -419,26 +471,7 @@ static void last_set(struct gw_res *r, struct gw_value *v)
         *r->last.box = *v;
     } else {
         last_drop(r);
-        switch (v->type) {
-        case GW_VALUE_BOOL:
-            r->last.b = v->b;
-            break;
-        case GW_VALUE_UINT:
-            r->last.u = v->u;
-            break;
-        case GW_VALUE_INT:
-            r->last.i = v->i;
-            break;
-        case GW_VALUE_DOUBLE:
-            r->last.d = v->d;
-            break;
-        case GW_VALUE_NULL:
-            break;
-        default:
-            r->last.box = gw_malloc(sizeof *r->last.box);
-            *r->last.box = *v;
-            break;
-        }
+        slot_store(&r->last, v);
     }
     *v = GW_VALUE_INIT_NULL;
     res_set_bits(r, new1 << RB_TYPE_SHIFT, 0xfu << RB_TYPE_SHIFT);
@@ -452,28 +485,7 @@ static bool last_view(const struct gw_res *r, struct gw_value *view)
         *view = GW_VALUE_INIT_NULL;
         return false;
     }
-    enum gw_value_type t = (enum gw_value_type)(t1 - 1);
-    if (type_is_boxed(t)) {
-        *view = *r->last.box;
-        return true;
-    }
-    *view = (struct gw_value){.type = t};
-    switch (t) {
-    case GW_VALUE_BOOL:
-        view->b = r->last.b;
-        break;
-    case GW_VALUE_UINT:
-        view->u = r->last.u;
-        break;
-    case GW_VALUE_INT:
-        view->i = r->last.i;
-        break;
-    case GW_VALUE_DOUBLE:
-        view->d = r->last.d;
-        break;
-    default:
-        break;
-    }
+    slot_view(&r->last, (enum gw_value_type)(t1 - 1), view);
     return true;
 }
 
@@ -939,65 +951,25 @@ struct batch_entry {
     uint32_t id;
     uint8_t type1;              /* value type + 1; 0 = a stale mark */
     uint64_t ts;
-    union {
-        bool b;
-        uint64_t u;
-        int64_t i;
-        double d;
-        struct gw_value *box;
-    } v;
+    union res_last v;           /* as a resource's last value: scalars inline, others boxed */
 };
 
 /* Takes *v into e. */
 static void entry_put(struct batch_entry *e, struct gw_value *v)
 {
     e->type1 = (uint8_t)(v->type + 1);
-    switch (v->type) {
-    case GW_VALUE_NULL:
-        break;
-    case GW_VALUE_BOOL:
-        e->v.b = v->b;
-        break;
-    case GW_VALUE_UINT:
-        e->v.u = v->u;
-        break;
-    case GW_VALUE_INT:
-        e->v.i = v->i;
-        break;
-    case GW_VALUE_DOUBLE:
-        e->v.d = v->d;
-        break;
-    default:
-        e->v.box = gw_malloc(sizeof *e->v.box);
-        *e->v.box = *v;
-        break;
-    }
-    *v = GW_VALUE_INIT_NULL;
+    slot_store(&e->v, v);
 }
 
 /* Takes e's value out (e is left without one). */
 static struct gw_value entry_take(struct batch_entry *e)
 {
-    struct gw_value v = {.type = e->type1 ? (enum gw_value_type)(e->type1 - 1) : GW_VALUE_NULL};
-    switch (v.type) {
-    case GW_VALUE_NULL:
-        break;
-    case GW_VALUE_BOOL:
-        v.b = e->v.b;
-        break;
-    case GW_VALUE_UINT:
-        v.u = e->v.u;
-        break;
-    case GW_VALUE_INT:
-        v.i = e->v.i;
-        break;
-    case GW_VALUE_DOUBLE:
-        v.d = e->v.d;
-        break;
-    default:
-        v = *e->v.box;
-        free(e->v.box);
-        break;
+    struct gw_value v = GW_VALUE_INIT_NULL;
+    if (e->type1) {
+        enum gw_value_type t = (enum gw_value_type)(e->type1 - 1);
+        slot_view(&e->v, t, &v);
+        if (type_is_boxed(t))
+            free(e->v.box); /* its contents are v's now */
     }
     e->type1 = 0;
     return v;
