@@ -1017,8 +1017,14 @@ static void connect_now(struct gw_session *s)
     s->stats.connects++;
     s->kind = url->kind;
     s->ka_ms = (s->ka_param_refused ? 60 : s->cfg.keepalive_s) * 1000;
-    gw_log_info("uplink: connecting to %s://%s:%u%s as device %s", kind_name(url->kind),
-                url->host, (unsigned)url->port, url->path, s->cfg.device);
+    /* With the attempt's own wall-clock time (epoch seconds): lines on stderr carry no time of
+     * their own, and fault.reconnect_storm measures the spread of retries from these. */
+    uint64_t wall = gw_loop_wall_ms();
+    gw_log_info("uplink: connecting to %s://%s:%u%s as device %s "
+                "(attempt %llu, wall clock %llu.%03u)",
+                kind_name(url->kind), url->host, (unsigned)url->port, url->path, s->cfg.device,
+                (unsigned long long)s->stats.connects, (unsigned long long)(wall / 1000),
+                (unsigned)(wall % 1000));
     set_state(s, GW_SESSION_CONNECTING, 0);
     if (s->st != GW_SESSION_CONNECTING)
         return;
