@@ -1,45 +1,80 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * JSON documents with source positions (gw/config.h). jansson parses; then a small scanner walks
- * the same text (which jansson has just accepted, so the scanner can trust its structure) and
- * records every value's JSON Pointer with its line:column in an open-addressing hash table.
+ * the same text (which jansson has accepted, so the scanner can trust its structure) and records
+ * every value's JSON Pointer with its line:column in an open-addressing hash table: at once for
+ * text in memory, on first use for a file (whose text the document keeps until its value tree
+ * is taken, gw_config_take_value(), after the JSON tree has gone: so the file's text, the JSON
+ * tree, the index and the value tree never all exist together: at 100,000 Modbus points, 12.9 MB
+ * of indented JSON, the text with the JSON tree take ~82 MiB, the index with the value tree
+ * ~61 MiB).
  * On a syntax error the scanner looks for a trailing comma, the most common hand-editing mistake,
  * which jansson reports only at the closing bracket on the next line.
  * Used by the daemon's config loader and by gw_schema_load().
  */
 #include "gw/config.h"
 #include "gw/error.h"
+#include "gw/json.h"
 #include "gw/mem.h"
+#include "text_value.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /*
- * The index is a tree: each value is (parent, pointer token) with its position, so memory grows
- * with the file, not with nesting depth times the number of values (full pointer strings would).
- * A hash on (parent, token) finds a child; a lookup walks the pointer one token at a time.
+ * The index is a tree: each value is (parent, token) with its position, so memory grows with the
+ * file, not with nesting depth times the number of values (full pointer strings would). A token
+ * is not stored as a string: an array element keeps its index, an object member the id of its
+ * name in a pool of distinct names (a configuration repeats the same few names: 100,000 Modbus
+ * points have 4 distinct ones). So an entry is 24 bytes, allocated at its final size (the values
+ * are counted first). A hash table on (parent, token), 5 to 10 bytes per value, built on the
+ * first lookup, finds a child; a lookup walks the pointer one token at a time.
  */
 #define NO_PARENT UINT32_MAX
+#define NO_KEY UINT32_MAX
 
 struct pos_entry {
     uint32_t parent;    /* index of the container, NO_PARENT for the root */
-    uint32_t hash;
-    char *tok;          /* owned pointer token, escaped as in a pointer ("a~1b", "3") */
-    size_t tok_len;
-    int line, col;      /* the value */
-    int kline, kcol;    /* the member name, 0 if not an object member */
+    uint32_t key;       /* object member: id of its name (escaped as in a pointer); array
+                           element: its index */
+    uint32_t line, col;     /* the value */
+    uint32_t kline, kcol;   /* the member name; kline 0 = not an object member */
+};
+
+/* Distinct member names, escaped as pointer tokens ("a~1b"), back to back in buf. */
+struct key_pool {
+    char *buf;
+    size_t len, buf_cap;
+    uint32_t *off;      /* name i is buf[off[i] .. off[i + 1]) */
+    size_t n, off_cap;  /* n names; off has n + 1 entries */
+    uint32_t *slots;    /* hash set of name id + 1; 0 = empty */
+    size_t cap;         /* power of two */
 };
 
 struct gw_config_doc {
     char *name;
     json_t *root;
+    char *text_buf;             /* gw_config_load(): the file, kept for gw_config_take_value() */
+    size_t text_map_len;        /* bytes mapped at text_buf (array_alloc()); 0 = malloc'd */
+    size_t text_released;      /* bytes at text_buf given back while taking the value */
+    const char *text;           /* the JSON text in it (after a byte order mark) */
+    size_t text_len;
+    bool indexed;               /* the position index is built (ensure_index()) */
     struct pos_entry *entries;  /* entries[0] is the root value */
     size_t n, entries_cap;
     uint32_t *slots;            /* hash table of entry index + 1; 0 = empty */
     size_t cap;                 /* power of two */
+    struct key_pool keys;
 };
 
 /* --- RFC 6901 pointers --- */
@@ -144,13 +179,9 @@ json_t *gw_config_pointer_get(json_t *root, const char *pointer)
 
 /* --- The position index --- */
 
-static uint32_t hash_tok(uint32_t parent, const char *tok, size_t len)
+static uint32_t hash_str(const char *tok, size_t len)
 {
-    uint32_t h = 2166136261u; /* FNV-1a over the parent index, then the token */
-    for (int i = 0; i < 4; i++) {
-        h ^= (parent >> (8 * i)) & 0xFF;
-        h *= 16777619u;
-    }
+    uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < len; i++) {
         h ^= (unsigned char)tok[i];
         h *= 16777619u;
@@ -158,57 +189,155 @@ static uint32_t hash_tok(uint32_t parent, const char *tok, size_t len)
     return h;
 }
 
-/* The slot holding (parent, tok), or the empty slot where it would go. */
-static uint32_t *index_slot(const struct gw_config_doc *doc, uint32_t parent, const char *tok,
-                            size_t len, uint32_t h)
+static size_t pow2_at_least(size_t n)
+{
+    size_t c = 64;
+    while (c < n)
+        c *= 2;
+    return c;
+}
+
+/*
+ * The index's two big arrays (entries, hash slots) are mapped from the kernel directly when
+ * large, never carved from the heap: the index is usually built when the JSON tree has just been
+ * released (gw_config_take_value()), and in that free heap space it would push the value tree and
+ * what is allocated with it further apart, leaving more half-used pages once both are freed
+ * (measured: 3 to 4 MiB more resident after start-up at 100,000 Modbus points).
+ */
+#define BIG_ARRAY (1u << 20)
+
+static void *array_alloc(size_t bytes)
+{
+    if (bytes < BIG_ARRAY)
+        return gw_calloc(1, bytes);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "<2>out of memory mapping %zu bytes, aborting\n", bytes);
+        abort();
+    }
+    return p; /* zero-filled */
+}
+
+static void array_free(void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    if (bytes < BIG_ARRAY)
+        free(p);
+    else
+        munmap(p, bytes);
+}
+
+/* The slot holding name tok, or the empty slot where it would go. */
+static uint32_t *key_slot(const struct key_pool *k, const char *tok, size_t len, uint32_t h)
+{
+    size_t mask = k->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        uint32_t *slot = &k->slots[i];
+        if (!*slot)
+            return slot;
+        uint32_t id = *slot - 1;
+        if (k->off[id + 1] - k->off[id] == len && memcmp(k->buf + k->off[id], tok, len) == 0)
+            return slot;
+    }
+}
+
+/* The id of name tok, NO_KEY if no member has it. */
+static uint32_t key_find(const struct key_pool *k, const char *tok, size_t len)
+{
+    if (!k->cap)
+        return NO_KEY;
+    uint32_t slot = *key_slot(k, tok, len, hash_str(tok, len));
+    return slot ? slot - 1 : NO_KEY;
+}
+
+/* The id of name tok, added if new. */
+static uint32_t key_intern(struct key_pool *k, const char *tok, size_t len)
+{
+    if ((k->n + 1) * 4 > k->cap * 3) {
+        free(k->slots);
+        k->cap = k->cap ? k->cap * 2 : 64;
+        k->slots = gw_calloc(k->cap, sizeof(*k->slots));
+        for (size_t id = 0; id < k->n; id++) {
+            const char *t = k->buf + k->off[id];
+            size_t l = k->off[id + 1] - k->off[id];
+            *key_slot(k, t, l, hash_str(t, l)) = (uint32_t)id + 1;
+        }
+    }
+    uint32_t *slot = key_slot(k, tok, len, hash_str(tok, len));
+    if (*slot)
+        return *slot - 1;
+    if (!k->buf || k->len + len > k->buf_cap) { /* never NULL once a name is in */
+        k->buf_cap = pow2_at_least(k->len + len);
+        k->buf = gw_realloc(k->buf, k->buf_cap);
+    }
+    if (k->n + 2 > k->off_cap) {
+        k->off_cap = pow2_at_least(k->n + 2);
+        k->off = gw_realloc(k->off, k->off_cap * sizeof(*k->off));
+    }
+    memcpy(k->buf + k->len, tok, len);
+    k->off[k->n] = (uint32_t)k->len;
+    k->len += len;
+    k->off[k->n + 1] = (uint32_t)k->len;
+    *slot = (uint32_t)k->n + 1;
+    return (uint32_t)k->n++;
+}
+
+static uint32_t hash_entry(uint32_t parent, uint32_t key, bool member)
+{
+    uint64_t x = ((uint64_t)parent << 32 | key) ^ (member ? 0x5bd1e995u : 0);
+    x *= 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(x >> 32);
+}
+
+/* The slot holding the child (parent, key, member), or the empty slot where it would go. */
+static uint32_t *index_slot(const struct gw_config_doc *doc, uint32_t parent, uint32_t key,
+                            bool member)
 {
     size_t mask = doc->cap - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
+    for (size_t i = hash_entry(parent, key, member) & mask;; i = (i + 1) & mask) {
         uint32_t *slot = &doc->slots[i];
         if (!*slot)
             return slot;
         const struct pos_entry *e = &doc->entries[*slot - 1];
-        if (e->hash == h && e->parent == parent && e->tok_len == len &&
-            memcmp(e->tok, tok, len) == 0)
+        if (e->parent == parent && e->key == key && (e->kline != 0) == member)
             return slot;
     }
 }
 
-static void index_grow(struct gw_config_doc *doc)
+/* Sizes the hash table for n entries (re-inserting those there are). */
+static void index_reserve(struct gw_config_doc *doc, size_t n)
 {
-    free(doc->slots);
-    doc->cap = doc->cap ? doc->cap * 2 : 64;
-    doc->slots = gw_calloc(doc->cap, sizeof(*doc->slots));
+    array_free(doc->slots, doc->cap * sizeof(*doc->slots));
+    doc->cap = pow2_at_least(n + n / 3 + 1);
+    doc->slots = array_alloc(doc->cap * sizeof(*doc->slots));
     for (size_t i = 1; i < doc->n; i++) { /* the root is not in the table */
         const struct pos_entry *e = &doc->entries[i];
-        *index_slot(doc, e->parent, e->tok, e->tok_len, e->hash) = (uint32_t)i + 1;
+        *index_slot(doc, e->parent, e->key, e->kline != 0) = (uint32_t)i + 1;
     }
 }
 
-/* Records a value; parent NO_PARENT is the root. Returns the new entry's index. */
-static uint32_t index_put(struct gw_config_doc *doc, uint32_t parent, const char *tok,
-                          size_t len)
+/*
+ * Records a value with its position; parent NO_PARENT is the root, kline 0 an array element
+ * (key = its index) or the root, else an object member (key = name id). Returns its index.
+ */
+static uint32_t index_put(struct gw_config_doc *doc, uint32_t parent, uint32_t key, int line,
+                          int col, int kline, int kcol)
 {
-    if (doc->n == doc->entries_cap) {
-        doc->entries_cap = doc->entries_cap ? doc->entries_cap * 2 : 64;
-        doc->entries = gw_realloc(doc->entries, doc->entries_cap * sizeof(*doc->entries));
+    if (doc->n == doc->entries_cap) { /* only if the count was off: it is exact */
+        size_t cap = doc->entries_cap ? doc->entries_cap * 2 : 64;
+        struct pos_entry *e = array_alloc(cap * sizeof(*e));
+        if (doc->n)
+            memcpy(e, doc->entries, doc->n * sizeof(*e));
+        array_free(doc->entries, doc->entries_cap * sizeof(*e));
+        doc->entries = e;
+        doc->entries_cap = cap;
     }
     uint32_t id = (uint32_t)doc->n++;
-    struct pos_entry *e = &doc->entries[id];
-    memset(e, 0, sizeof(*e));
-    e->parent = parent;
-    if (parent == NO_PARENT)
-        return id;
-    e->tok = gw_malloc(len + 1);
-    memcpy(e->tok, tok, len);
-    e->tok[len] = '\0';
-    e->tok_len = len;
-    e->hash = hash_tok(parent, tok, len);
-    if ((doc->n + 1) * 4 > doc->cap * 3)
-        index_grow(doc); /* re-inserts everything, e included */
-    else
-        *index_slot(doc, parent, tok, len, e->hash) = id + 1;
-    return id;
+    doc->entries[id] = (struct pos_entry){.parent = parent, .key = key, .line = (uint32_t)line,
+                                          .col = (uint32_t)col, .kline = (uint32_t)kline,
+                                          .kcol = (uint32_t)kcol};
+    return id; /* the hash table comes with the first lookup (index_find()) */
 }
 
 /* The entry of pointer (borrowed), or NULL. */
@@ -216,6 +345,10 @@ static const struct pos_entry *index_find(const struct gw_config_doc *doc, const
 {
     if (doc->n == 0)
         return NULL;
+    /* The hash table is built on the first lookup: a valid file never needs it (its positions
+     * serve errors only), and it is 5 to 10 bytes per value. A cache, like the index itself. */
+    if (!doc->slots)
+        index_reserve((struct gw_config_doc *)doc, doc->n);
     uint32_t cur = 0;
     const char *p = pointer;
     while (*p) {
@@ -224,7 +357,15 @@ static const struct pos_entry *index_find(const struct gw_config_doc *doc, const
         p++;
         const char *end = strchr(p, '/');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        uint32_t slot = *index_slot(doc, cur, p, len, hash_tok(cur, p, len));
+        /* A container is an object or an array, so at most one reading of the token finds a
+         * child: a member of that name, or the element of that index. */
+        uint32_t slot = 0;
+        uint32_t key = key_find(&doc->keys, p, len);
+        if (key != NO_KEY)
+            slot = *index_slot(doc, cur, key, true);
+        size_t idx;
+        if (!slot && parse_index(p, len, &idx) == 0 && idx < NO_KEY)
+            slot = *index_slot(doc, cur, (uint32_t)idx, false);
         if (!slot)
             return NULL;
         cur = slot - 1;
@@ -233,12 +374,28 @@ static const struct pos_entry *index_find(const struct gw_config_doc *doc, const
     return &doc->entries[cur];
 }
 
+/* Number of values in a jansson tree. */
+static size_t count_values(json_t *v)
+{
+    size_t n = 1;
+    if (json_is_object(v)) {
+        for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it))
+            n += count_values(json_object_iter_value(it));
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            n += count_values(json_array_get(v, i));
+    }
+    return n;
+}
+
 /* --- The scanner --- */
 
 struct scanner {
     const char *p, *end;
     int line, col;      /* of *p */
     struct gw_config_doc *doc;
+    char *key, *tok;    /* scratch: a decoded member name, and the same escaped as a token */
+    size_t key_cap, tok_cap;
 };
 
 static void sc_advance(struct scanner *s)
@@ -305,13 +462,28 @@ static size_t put_utf8(char *out, unsigned cp)
 }
 
 /*
- * Scans a string starting at its opening quote. If out is not NULL, the decoded bytes are
- * written to a new buffer (*out, caller frees; decoding never grows the text) with length *len.
+ * Scans a string starting at its opening quote. If decode, the decoded bytes are written to the
+ * scanner's key buffer (decoding never grows the text) and their number returned.
  */
-static void sc_string(struct scanner *s, char **out, size_t *len)
+static size_t sc_string(struct scanner *s, bool decode)
 {
-    const char *start = s->p;
-    char *buf = out ? gw_malloc((size_t)(s->end - start) + 1) : NULL;
+    char *buf = NULL;
+    if (decode) {
+        const char *q = s->p + 1;
+        while (q < s->end && *q != '"') {
+            if (*q == '\\' && ++q == s->end)
+                break;
+            q++;
+        }
+        /* Decoding never grows the text; slack for a truncated escape at the end. */
+        size_t need = 2 * (size_t)(q - s->p) + 8;
+        if (need > s->key_cap) {
+            s->key_cap = need * 2;
+            free(s->key);
+            s->key = gw_malloc(s->key_cap);
+        }
+        buf = s->key;
+    }
     size_t n = 0;
     sc_advance(s); /* opening quote */
     while (s->p < s->end && *s->p != '"') {
@@ -351,26 +523,38 @@ static void sc_string(struct scanner *s, char **out, size_t *len)
     }
     if (s->p < s->end)
         sc_advance(s); /* closing quote */
-    if (buf) {
-        buf[n] = '\0';
-        *out = buf;
-        *len = n;
-    }
+    return n;
 }
 
-/* Records the value at s->p (member name tok of parent) and everything inside it. */
-static void sc_value(struct scanner *s, uint32_t parent, const char *tok, size_t tok_len,
-                     int kline, int kcol, unsigned depth)
+/* The id of the member name just decoded (klen bytes of s->key), escaped as a pointer token. */
+static uint32_t sc_key_id(struct scanner *s, size_t klen)
+{
+    if (2 * klen + 1 > s->tok_cap) {
+        s->tok_cap = 4 * klen + 64;
+        free(s->tok);
+        s->tok = gw_malloc(s->tok_cap);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < klen; i++) {
+        char c = s->key[i];
+        if (c == '~' || c == '/') {
+            s->tok[n++] = '~';
+            s->tok[n++] = c == '~' ? '0' : '1';
+        } else {
+            s->tok[n++] = c;
+        }
+    }
+    return key_intern(&s->doc->keys, s->tok, n);
+}
+
+/* Records the value at s->p (child key of parent) and everything inside it. */
+static void sc_value(struct scanner *s, uint32_t parent, uint32_t key, int kline, int kcol,
+                     unsigned depth)
 {
     sc_skip_ws(s);
     if (s->p >= s->end)
         return;
-    uint32_t id = index_put(s->doc, parent, tok, tok_len);
-    struct pos_entry *e = &s->doc->entries[id];
-    e->line = s->line;
-    e->col = s->col;
-    e->kline = kline;
-    e->kcol = kcol;
+    uint32_t id = index_put(s->doc, parent, key, s->line, s->col, kline, kcol);
     char c = *s->p;
     if (depth > 4096) /* jansson refuses deeper input before we get here; belt and braces */
         return;
@@ -383,16 +567,12 @@ static void sc_value(struct scanner *s, uint32_t parent, const char *tok, size_t
             if (*s->p != '"')
                 return;
             int kl = s->line, kc = s->col;
-            char *key, *ptok = NULL;
-            size_t klen;
-            sc_string(s, &key, &klen);
+            size_t klen = sc_string(s, true);
+            uint32_t kid = sc_key_id(s, klen);
             sc_skip_ws(s);
             if (s->p < s->end && *s->p == ':')
                 sc_advance(s);
-            gw_config_pointer_append(&ptok, key, klen); /* "/" + escaped key */
-            free(key);
-            sc_value(s, id, ptok + 1, strlen(ptok + 1), kl, kc, depth + 1);
-            free(ptok);
+            sc_value(s, id, kid, kl, kc, depth + 1);
             sc_skip_ws(s);
             if (s->p < s->end && *s->p == ',')
                 sc_advance(s);
@@ -403,13 +583,11 @@ static void sc_value(struct scanner *s, uint32_t parent, const char *tok, size_t
             sc_advance(s);
     } else if (c == '[') {
         sc_advance(s);
-        for (size_t i = 0;; i++) {
+        for (uint32_t i = 0;; i++) {
             sc_skip_ws(s);
             if (s->p >= s->end || *s->p == ']')
                 break;
-            char idx[24];
-            int n = snprintf(idx, sizeof(idx), "%zu", i);
-            sc_value(s, id, idx, (size_t)n, 0, 0, depth + 1);
+            sc_value(s, id, i, 0, 0, depth + 1);
             sc_skip_ws(s);
             if (s->p < s->end && *s->p == ',')
                 sc_advance(s);
@@ -419,11 +597,65 @@ static void sc_value(struct scanner *s, uint32_t parent, const char *tok, size_t
         if (s->p < s->end)
             sc_advance(s);
     } else if (c == '"') {
-        sc_string(s, NULL, NULL);
+        sc_string(s, false);
     } else {
         while (s->p < s->end && *s->p && strchr("0123456789+-.eEtrufalsn", *s->p))
             sc_advance(s);
     }
+}
+
+/*
+ * Number of values in text that jansson accepted: every value but the root follows a comma or
+ * opens a non-empty container, so it is commas + non-empty containers + 1 (strings skipped).
+ */
+static size_t count_text_values(const char *p, const char *end)
+{
+    size_t n = 1;
+    while (p < end) {
+        char c = *p++;
+        if (c == '"') {
+            while (p < end && *p != '"')
+                p += *p == '\\' && p + 1 < end ? 2 : 1;
+            if (p < end)
+                p++;
+        } else if (c == ',') {
+            n++;
+        } else if (c == '{' || c == '[') {
+            const char *q = p;
+            while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+                q++;
+            if (q < end && *q != '}' && *q != ']')
+                n++;
+        }
+    }
+    return n;
+}
+
+/* Scans doc's text into the position index, sized for count values. */
+static void build_index(struct gw_config_doc *doc, size_t count)
+{
+    doc->entries_cap = count;
+    doc->entries = array_alloc(count * sizeof(*doc->entries));
+    struct scanner s = {.p = doc->text, .end = doc->text + doc->text_len, .line = 1, .col = 1,
+                        .doc = doc};
+    sc_value(&s, NO_PARENT, 0, 0, 0, 0);
+    free(s.key);
+    free(s.tok);
+    doc->indexed = true;
+}
+
+/*
+ * A document read by gw_config_load() builds its index on first use: by then the JSON tree is
+ * usually gone (gw_config_take_value()), so the two are not in memory together. The index is a
+ * cache, so a const document may fill it.
+ */
+static const struct gw_config_doc *ensure_index(const struct gw_config_doc *cdoc)
+{
+    if (!cdoc->indexed) {
+        struct gw_config_doc *doc = (struct gw_config_doc *)cdoc;
+        build_index(doc, count_text_values(doc->text, doc->text + doc->text_len));
+    }
+    return cdoc;
 }
 
 /*
@@ -514,8 +746,12 @@ static void syntax_diag(const char *text, size_t len, const char *name, const js
     d->col = col;
 }
 
-int gw_config_parse(const char *text, size_t len, const char *name, struct gw_config_doc **out,
-                    struct gw_diag_list *diags)
+/*
+ * gw_config_parse(); own (NULL, or the buffer text is in: from array_alloc() when own_map_len is
+ * not 0, else malloc'd) goes to the document on success.
+ */
+static int parse(const char *text, size_t len, const char *name, char *own, size_t own_map_len,
+                 struct gw_config_doc **out, struct gw_diag_list *diags)
 {
     *out = NULL;
     if (!name)
@@ -547,10 +783,20 @@ int gw_config_parse(const char *text, size_t len, const char *name, struct gw_co
     struct gw_config_doc *doc = gw_calloc(1, sizeof(*doc));
     doc->name = gw_strdup(name);
     doc->root = root;
-    struct scanner s = {.p = text, .end = text + len, .line = 1, .col = 1, .doc = doc};
-    sc_value(&s, NO_PARENT, NULL, 0, 0, 0, 0);
+    doc->text_buf = own;
+    doc->text_map_len = own_map_len;
+    doc->text = text;
+    doc->text_len = len;
+    if (!own)
+        build_index(doc, count_values(root)); /* the text is the caller's: now or never */
     *out = doc;
     return 0;
+}
+
+int gw_config_parse(const char *text, size_t len, const char *name, struct gw_config_doc **out,
+                    struct gw_diag_list *diags)
+{
+    return parse(text, len, name, NULL, 0, out, diags);
 }
 
 int gw_config_load(const char *path, struct gw_config_doc **out, struct gw_diag_list *diags)
@@ -559,13 +805,23 @@ int gw_config_load(const char *path, struct gw_config_doc **out, struct gw_diag_
     FILE *f = fopen(path, "rb");
     const char *why = NULL;
     char *text = NULL;
-    size_t len = 0;
+    size_t len = 0, cap = 0, map_len = 0;
     if (!f) {
         why = strerror(errno);
         goto fail;
     }
-    /* Grow as needed: most configs are a few KiB, the limit is 16 MiB. */
-    size_t cap = 0;
+    /* A regular file is read into a buffer of its size (one byte more to see the end); others
+     * (a pipe, /dev/stdin) grow as needed. The limit is 16 MiB. */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        (uint64_t)st.st_size <= GW_CONFIG_MAX_FILE) {
+        cap = (size_t)st.st_size + 1;
+        /* A large file is mapped, so that its pages can go back as they are read
+         * (gw_config_take_value()). */
+        if (cap + 1 >= BIG_ARRAY)
+            map_len = cap + 1;
+        text = map_len ? array_alloc(map_len) : gw_malloc(cap + 1);
+    }
     for (;;) {
         if (len == cap) {
             if (cap > GW_CONFIG_MAX_FILE) {
@@ -573,7 +829,15 @@ int gw_config_load(const char *path, struct gw_config_doc **out, struct gw_diag_
                 break;
             }
             cap = cap ? cap * 2 : 64 * 1024;
-            text = gw_realloc(text, cap + 1);
+            if (map_len) { /* the file grew while being read */
+                char *t = gw_malloc(cap + 1);
+                memcpy(t, text, len);
+                array_free(text, map_len);
+                text = t;
+                map_len = 0;
+            } else {
+                text = gw_realloc(text, cap + 1);
+            }
         }
         size_t got = fread(text + len, 1, cap - len, f);
         len += got;
@@ -588,11 +852,15 @@ int gw_config_load(const char *path, struct gw_config_doc **out, struct gw_diag_
     fclose(f);
     if (why)
         goto fail;
-    int rc = gw_config_parse(text, len, path, out, diags);
-    free(text);
+    /* The document keeps the text, for gw_config_take_value(). */
+    if (!map_len && cap > len + 4096)
+        text = gw_realloc(text, len + 1);
+    int rc = parse(text, len, path, text, map_len, out, diags);
+    if (rc < 0)
+        map_len ? array_free(text, map_len) : free(text);
     return rc;
 fail:
-    free(text);
+    map_len ? array_free(text, map_len) : free(text);
     if (diags) {
         struct gw_diag *d = gw_diag_add(diags, NULL, NULL, "cannot read: %s", why);
         d->file = gw_strdup(path);
@@ -600,14 +868,27 @@ fail:
     return GW_ECONFIG_READ;
 }
 
+static void free_text(struct gw_config_doc *doc)
+{
+    if (doc->text_map_len)
+        array_free(doc->text_buf, doc->text_map_len);
+    else
+        free(doc->text_buf);
+    doc->text_buf = NULL;
+    doc->text = NULL;
+    doc->text_len = doc->text_map_len = doc->text_released = 0;
+}
+
 void gw_config_free(struct gw_config_doc *doc)
 {
     if (!doc)
         return;
-    for (size_t i = 0; i < doc->n; i++)
-        free(doc->entries[i].tok);
-    free(doc->entries);
-    free(doc->slots);
+    free_text(doc);
+    array_free(doc->entries, doc->entries_cap * sizeof(*doc->entries));
+    array_free(doc->slots, doc->cap * sizeof(*doc->slots));
+    free(doc->keys.buf);
+    free(doc->keys.off);
+    free(doc->keys.slots);
     json_decref(doc->root);
     free(doc->name);
     free(doc);
@@ -618,6 +899,54 @@ json_t *gw_config_root(const struct gw_config_doc *doc)
     return doc->root;
 }
 
+/* The value reader is done with the first done bytes of the text: their pages go back. */
+static void text_read(void *arg, size_t done)
+{
+    struct gw_config_doc *doc = arg;
+    if (!doc->text_map_len)
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t upto = ((size_t)(doc->text - doc->text_buf) + done) / page * page;
+    if (upto > doc->text_released) {
+        madvise(doc->text_buf + doc->text_released, upto - doc->text_released, MADV_DONTNEED);
+        doc->text_released = upto;
+    }
+}
+
+/* Below this much text the heap is not worth trimming after the JSON tree goes. */
+#define TRIM_AFTER_BYTES (256u << 10)
+
+int gw_config_take_value(struct gw_config_doc *doc, struct gw_value *out)
+{
+    *out = GW_VALUE_INIT_NULL;
+    if (!doc->root)
+        return GW_EINVAL;
+    if (!doc->text_buf) {
+        /* Text borrowed by gw_config_parse(): convert jansson's tree, emptying it on the way. */
+        int rc = gw_json_take_value(doc->root, out);
+        json_decref(doc->root);
+        doc->root = NULL;
+        return rc;
+    }
+    /*
+     * From the file's text, after the JSON tree is gone: the two trees never exist together,
+     * and the value tree (and what the caller then allocates while it lives, such as an
+     * adapter's long-lived state) is laid out compactly in the space the JSON tree left, not
+     * scattered through its holes, so that it leaves few half-used pages once it is freed in
+     * turn. malloc_trim() first merges the JSON tree's freed chunks (and gives their pages back).
+     */
+    json_decref(doc->root);
+    doc->root = NULL;
+#ifdef __GLIBC__
+    if (doc->text_len >= TRIM_AFTER_BYTES)
+        malloc_trim(0);
+#endif
+    ensure_index(doc); /* the text goes now */
+    int rc = gw_json_text_to_value(doc->text, doc->text_len, out, text_read, doc);
+    free_text(doc);
+    return rc;
+}
+
 const char *gw_config_name(const struct gw_config_doc *doc)
 {
     return doc->name;
@@ -625,26 +954,26 @@ const char *gw_config_name(const struct gw_config_doc *doc)
 
 size_t gw_config_count(const struct gw_config_doc *doc)
 {
-    return doc->n;
+    return ensure_index(doc)->n;
 }
 
 int gw_config_pos(const struct gw_config_doc *doc, const char *pointer, int *line, int *col)
 {
-    const struct pos_entry *e = index_find(doc, pointer);
+    const struct pos_entry *e = index_find(ensure_index(doc), pointer);
     if (!e)
         return GW_ENOENT;
-    *line = e->line;
-    *col = e->col;
+    *line = (int)e->line;
+    *col = (int)e->col;
     return 0;
 }
 
 int gw_config_key_pos(const struct gw_config_doc *doc, const char *pointer, int *line, int *col)
 {
-    const struct pos_entry *e = index_find(doc, pointer);
+    const struct pos_entry *e = index_find(ensure_index(doc), pointer);
     if (!e || !e->kline)
         return GW_ENOENT;
-    *line = e->kline;
-    *col = e->kcol;
+    *line = (int)e->kline;
+    *col = (int)e->kcol;
     return 0;
 }
 

@@ -7,7 +7,6 @@
  */
 #include "gw/settings.h"
 #include "gw/error.h"
-#include "gw/json.h"
 #include "gw/log.h"
 #include "gw/mem.h"
 #include "gw/schema.h"
@@ -52,26 +51,31 @@ static char *path_join(const char *a, const char *b)
     return p;
 }
 
+/* Validates doc (kept) against schema_file. Returns 0, GW_ECONFIG or GW_ECONFIG_READ. */
+static int validate_doc(const struct gw_config_doc *doc, const char *schema_file,
+                        struct gw_diag_list *diags)
+{
+    struct gw_schema *schema = NULL;
+    int rc = gw_schema_load(schema_file, &schema, diags);
+    if (rc < 0)
+        return GW_ECONFIG_READ; /* a missing or broken schema is an installation problem */
+    rc = gw_schema_validate_doc(schema, doc, diags);
+    gw_schema_free(schema);
+    return rc < 0 ? GW_ECONFIG : 0;
+}
+
 /* Loads file and validates it against schema_file. On success *doc_out is the document. */
 static int load_and_validate(const char *file, const char *schema_file,
                              struct gw_config_doc **doc_out, struct gw_diag_list *diags)
 {
     struct gw_config_doc *doc = NULL;
-    struct gw_schema *schema = NULL;
     int rc = gw_config_load(file, &doc, diags);
     if (rc < 0)
         return rc == GW_EJSON ? GW_ECONFIG : rc;
-    rc = gw_schema_load(schema_file, &schema, diags);
+    rc = validate_doc(doc, schema_file, diags);
     if (rc < 0) {
         gw_config_free(doc);
-        /* A missing or broken schema is an installation problem, not the operator's file. */
-        return GW_ECONFIG_READ;
-    }
-    rc = gw_schema_validate_doc(schema, doc, diags);
-    gw_schema_free(schema);
-    if (rc < 0) {
-        gw_config_free(doc);
-        return GW_ECONFIG;
+        return rc;
     }
     *doc_out = doc;
     return 0;
@@ -167,7 +171,6 @@ int gw_settings_load_adapter(const char *file, const char *schema_dir,
         gw_config_free(doc);
         return GW_ECONFIG;
     }
-    /* A copy: the document is freed and loaded again with its schema below. */
     char t[128];
     snprintf(t, sizeof t, "%s", json_string_value(type));
     bool plain = t[0] && strspn(t, "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(t);
@@ -187,19 +190,20 @@ int gw_settings_load_adapter(const char *file, const char *schema_dir,
         free(schema_file);
         return GW_ECONFIG;
     }
-    gw_config_free(doc);
-    doc = NULL;
-    rc = load_and_validate(file, schema_file, &doc, diags);
+    rc = validate_doc(doc, schema_file, diags);
     free(schema_file);
-    if (rc < 0)
+    if (rc < 0) {
+        gw_config_free(doc);
         return rc;
+    }
     if (out) {
-        root = gw_config_root(doc);
         out->type = gw_strdup(t);
         out->name = dup_str(root, "name", "");
         out->file = gw_strdup(file);
         out->doc = doc;
-        if (gw_json_to_value(root, &out->config) < 0) {
+        /* The value tree replaces the JSON tree (released on the way): only the positions of
+         * the document are kept, for the adapters' config_error(). */
+        if (gw_config_take_value(doc, &out->config) < 0) {
             gw_adapter_instance_fini(out);
             return GW_ECONFIG;
         }

@@ -7,7 +7,9 @@
  * accepts a text a small scanner walks the same bytes and records, for every value, its JSON
  * Pointer (RFC 6901, "/adapters/0/points/3/type"; "" is the root) and its 1-based line:column.
  * Columns count Unicode code points, as jansson's own error columns do; a tab counts as one.
- * The index is a hash table, so gw_config_pos() is O(length of the pointer).
+ * The index is a hash table, so gw_config_pos() is O(length of the pointer); it takes about 30
+ * bytes per value and does not need the JSON tree, which may be released before the document
+ * (gw_config_take_value()) when only positions are still wanted.
  *
  * Diagnostics carry an instance (or schema) location as a JSON Pointer; gw_config_locate() turns
  * the pointers into file:line:col and gw_diag_format() prints them sorted by position:
@@ -73,7 +75,12 @@ struct gw_config_doc;
 /*
  * Reads and parses the JSON file at path (borrowed) into a new document (*out, freed with
  * gw_config_free()). Any JSON value may be the root; duplicate keys and raw NUL bytes are
- * refused; a leading UTF-8 byte order mark is skipped.
+ * refused; a leading UTF-8 byte order mark is skipped. The document keeps the file's text until
+ * gw_config_take_value() or gw_config_free(), and builds its position index from it on first
+ * use (a position asked for, gw_config_count(), or gw_config_take_value()), so the index and the
+ * JSON tree are in memory together only when positions are wanted while the tree exists (a
+ * file with errors). That first use fills a cache inside the const document: do not share one
+ * document between threads before it.
  * Returns 0; GW_ECONFIG_READ if the file cannot be opened or read or is larger than
  * GW_CONFIG_MAX_FILE (one diag names the file and the reason); GW_EJSON on a syntax error (one
  * diag with file, line, col and the parser's message; a trailing comma is reported at the comma).
@@ -84,7 +91,7 @@ int gw_config_load(const char *path, struct gw_config_doc **out, struct gw_diag_
 /*
  * Same as gw_config_load() for text already in memory: text (borrowed, len bytes, need not be
  * NUL-terminated) is parsed; name (copied; NULL → "<string>") is used as the file name in diags.
- * Returns 0 or GW_EJSON.
+ * The position index is built at once (the text is not kept). Returns 0 or GW_EJSON.
  */
 int gw_config_parse(const char *text, size_t len, const char *name, struct gw_config_doc **out,
                     struct gw_diag_list *diags);
@@ -92,8 +99,27 @@ int gw_config_parse(const char *text, size_t len, const char *name, struct gw_co
 /* Frees the document and its JSON tree (unless the caller took its own reference). NULL is fine. */
 void gw_config_free(struct gw_config_doc *doc);
 
-/* The root value, borrowed: valid while doc lives (json_incref() it to keep it longer). */
+/*
+ * The root value, borrowed: valid while doc lives (json_incref() it to keep it longer); NULL once
+ * gw_config_take_value() has taken it.
+ */
 json_t *gw_config_root(const struct gw_config_doc *doc);
+
+struct gw_value;
+
+/*
+ * Turns the document into a value tree (*out, overwritten; the caller releases it with
+ * gw_value_fini()), exactly as gw_json_to_value() (gw/json.h) would from its JSON tree, and
+ * releases the JSON tree, so that a large file never has both trees in memory at once. A
+ * document from gw_config_load() releases the JSON tree first, then builds its position index
+ * and reads the value tree from the kept text (each container at its exact size), giving the
+ * text's pages back as it goes; one from gw_config_parse() converts the JSON tree, emptying it
+ * on the way (gw_json_take_value()). The positions stay: gw_config_pos(), gw_config_key_pos()
+ * and gw_config_locate() work as before, while gw_config_root() is NULL from now on. Returns 0,
+ * or GW_EINVAL for a malformed tagged object or when the tree was already taken (then *out is
+ * null). Either way the JSON tree is gone afterwards.
+ */
+int gw_config_take_value(struct gw_config_doc *doc, struct gw_value *out);
 
 /* The file name given to load/parse, borrowed. */
 const char *gw_config_name(const struct gw_config_doc *doc);

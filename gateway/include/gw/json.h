@@ -15,6 +15,7 @@
  * GW_VALUE_DOUBLE. On output INT and UINT become JSON integers, DOUBLE a JSON real: jansson
  * always prints a real with a "." or an exponent ("3.0"), so an integral double stays a double
  * through JSON text. Map order is kept both ways (jansson 2.14 objects keep insertion order).
+ * Maps and arrays made from JSON are allocated at their exact size (no spare capacity).
  */
 #ifndef GW_JSON_H
 #define GW_JSON_H
@@ -29,6 +30,16 @@
  * (bad hex, bad integer text, unknown $double word); then *out is null and nothing leaks.
  */
 int gw_json_to_value(json_t *json, struct gw_value *out);
+
+/*
+ * gw_json_to_value(), emptying json on the way: each member or element, once converted, is
+ * replaced by null in its container (and released unless someone else holds a reference), so
+ * the memory in use stays close to the larger of the two trees instead of their sum. json itself
+ * stays a valid value the caller still releases; only its containers' shape (sizes, member
+ * names) is left. Same results and errors as gw_json_to_value(); after an error json is partly
+ * emptied.
+ */
+int gw_json_take_value(json_t *json, struct gw_value *out);
 
 /*
  * Converts v (borrowed) into a new JSON value (the caller owns the reference, json_decref()).

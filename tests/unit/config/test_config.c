@@ -3,15 +3,23 @@
  * Unit tests for JSON documents with positions (gw/config.h): the pointer → line:col index on
  * nested containers, escaped and non-ASCII keys, "~0"/"~1" pointers; syntax errors (trailing
  * commas, bad tokens, duplicate keys) with their positions; unreadable files; diagnostics
- * sorting and formatting. Fixtures are in tests/data/config/.
+ * sorting and formatting; gw_config_take_value(): the value tree read from the text equals
+ * jansson's tree converted (on every mutant and on the config fuzz corpus), and positions keep
+ * working once the JSON tree is gone, also for a document large enough for the index's mapped
+ * arrays. Fixtures are in tests/data/config/.
  */
 #include "gw/config.h"
 #include "gw/error.h"
+#include "gw/json.h"
+#include "gw/value.h"
+#include "text_value.h" /* gateway/config: the text -> value reader behind take_value */
 
 #include <check.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DATA GW_TEST_DATA "/config/"
 
@@ -166,6 +174,62 @@ static size_t count_values(json_t *v)
     return n;
 }
 
+/* Same type and content, bit for bit (gw_value_equal() lets 1 equal 1.0): map order included. */
+static bool same_value(const struct gw_value *a, const struct gw_value *b)
+{
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case GW_VALUE_NULL:
+        return true;
+    case GW_VALUE_BOOL:
+        return a->b == b->b;
+    case GW_VALUE_UINT:
+    case GW_VALUE_INT:
+        return a->u == b->u;
+    case GW_VALUE_DOUBLE:
+        return memcmp(&a->d, &b->d, sizeof(a->d)) == 0;
+    case GW_VALUE_STRING:
+    case GW_VALUE_BYTES:
+        return a->s.len == b->s.len && memcmp(a->s.p, b->s.p, a->s.len) == 0;
+    case GW_VALUE_MAP:
+    case GW_VALUE_ARRAY:
+        if (a->c.n != b->c.n)
+            return false;
+        for (size_t i = 0; i < a->c.n; i++) {
+            if (a->type == GW_VALUE_MAP &&
+                (a->c.key_lens[i] != b->c.key_lens[i] ||
+                 memcmp(a->c.keys[i], b->c.keys[i], a->c.key_lens[i]) != 0))
+                return false;
+            if (!same_value(&a->c.items[i], &b->c.items[i]))
+                return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+/*
+ * The three ways to a value tree agree on root (borrowed) and its text: jansson's tree converted,
+ * the same emptied on the way (on a copy), and the text read directly.
+ */
+static void check_conversions(json_t *root, const char *text, size_t len)
+{
+    struct gw_value a, b, c;
+    int ra = gw_json_to_value(root, &a);
+    json_t *copy = json_deep_copy(root);
+    int rb = gw_json_take_value(copy, &b);
+    json_decref(copy);
+    int rc = gw_json_text_to_value(text, len, &c, NULL, NULL);
+    ck_assert_int_eq(ra, rb);
+    ck_assert_int_eq(ra, rc);
+    ck_assert_msg(same_value(&a, &b), "take differs on %.*s", (int)len, text);
+    ck_assert_msg(same_value(&a, &c), "text reader differs on %.*s", (int)len, text);
+    gw_value_fini(&a);
+    gw_value_fini(&b);
+    gw_value_fini(&c);
+}
+
 /* Parses text; on success cross-checks the index against jansson, on failure the diag. */
 static int parse_and_check(const char *text, size_t len)
 {
@@ -179,6 +243,7 @@ static int parse_and_check(const char *text, size_t len)
         check_indexed(doc, gw_config_root(doc), &ptr);
         free(ptr);
         ck_assert_uint_eq(gw_config_count(doc), count_values(gw_config_root(doc)));
+        check_conversions(gw_config_root(doc), text, len);
         gw_config_free(doc);
     } else {
         ck_assert_int_eq(rc, GW_EJSON);
@@ -186,6 +251,10 @@ static int parse_and_check(const char *text, size_t len)
         ck_assert_int_ge(diags.items[0].line, 1);
         ck_assert_int_ge(diags.items[0].col, 1);
         ck_assert_str_eq(diags.items[0].file, "m.json");
+        /* text jansson refuses never reaches the text reader; still, it must not crash on it */
+        struct gw_value v;
+        gw_json_text_to_value(text, len, &v, NULL, NULL);
+        gw_value_fini(&v);
     }
     gw_diag_list_fini(&diags);
     return rc;
@@ -228,6 +297,193 @@ START_TEST(test_config_pos_matches_jansson_on_mutants)
     /* both outcomes were exercised */
     ck_assert_int_gt(ok, 100);
     ck_assert_int_gt(bad, 1000);
+}
+END_TEST
+
+/* --- gw_config_take_value --- */
+
+/* Writes len bytes of text to a new temporary file; returns its path (caller unlinks, frees). */
+static char *temp_file(const char *text, size_t len)
+{
+    char *path = strdup("/tmp/gw-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+/* Every value of v (at pointer *ptr) has the same position in a and b. */
+static void check_same_positions(const struct gw_config_doc *a, const struct gw_config_doc *b,
+                                 const struct gw_value *v, char **ptr)
+{
+    int la, ca, lb, cb;
+    ck_assert_msg(gw_config_pos(a, *ptr, &la, &ca) == 0, "no position for \"%s\"", *ptr);
+    ck_assert_int_eq(gw_config_pos(b, *ptr, &lb, &cb), 0);
+    ck_assert_msg(la == lb && ca == cb, "\"%s\": %d:%d against %d:%d", *ptr, la, ca, lb, cb);
+    int ka = gw_config_key_pos(a, *ptr, &la, &ca), kb = gw_config_key_pos(b, *ptr, &lb, &cb);
+    ck_assert_int_eq(ka, kb);
+    if (ka == 0)
+        ck_assert(la == lb && ca == cb);
+    if (v->type != GW_VALUE_MAP && v->type != GW_VALUE_ARRAY)
+        return;
+    size_t base = strlen(*ptr);
+    for (size_t i = 0; i < v->c.n; i++) {
+        char idx[24];
+        if (v->type == GW_VALUE_MAP) {
+            gw_config_pointer_append(ptr, v->c.keys[i], v->c.key_lens[i]);
+        } else {
+            snprintf(idx, sizeof(idx), "%zu", i);
+            gw_config_pointer_append(ptr, idx, strlen(idx));
+        }
+        check_same_positions(a, b, &v->c.items[i], ptr);
+        (*ptr)[base] = '\0';
+    }
+}
+
+/*
+ * Loads path (the lazy index, built at take_value when the JSON tree has gone) and compares it
+ * with the same text parsed in memory (index built at once): same values, same positions, and
+ * the JSON tree is released. Returns gw_config_load()'s result.
+ */
+static int load_and_take(const char *path)
+{
+    struct gw_config_doc *doc, *ref;
+    int rc = gw_config_load(path, &doc, NULL);
+    if (rc < 0)
+        return rc;
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    size_t len = (size_t)ftell(f);
+    rewind(f);
+    char *text = malloc(len + 1);
+    ck_assert_uint_eq(fread(text, 1, len, f), len);
+    fclose(f);
+    ck_assert_int_eq(gw_config_parse(text, len, "ref.json", &ref, NULL), 0);
+    struct gw_value want, got;
+    int want_rc = gw_json_to_value(gw_config_root(ref), &want);
+    ck_assert_int_eq(gw_config_take_value(doc, &got), want_rc);
+    ck_assert_ptr_null(gw_config_root(doc));
+    if (want_rc == 0) {
+        ck_assert(same_value(&want, &got));
+        ck_assert_uint_eq(gw_config_count(doc), gw_config_count(ref));
+        char *ptr = strdup("");
+        check_same_positions(doc, ref, &want, &ptr);
+        free(ptr);
+    } else {
+        ck_assert_int_eq(got.type, GW_VALUE_NULL);
+    }
+    /* taken once only */
+    struct gw_value again;
+    ck_assert_int_eq(gw_config_take_value(doc, &again), GW_EINVAL);
+    ck_assert_int_eq(again.type, GW_VALUE_NULL);
+    gw_value_fini(&want);
+    gw_value_fini(&got);
+    gw_config_free(ref);
+    gw_config_free(doc);
+    free(text);
+    return 0;
+}
+
+START_TEST(test_config_take_value_keeps_positions)
+{
+    struct gw_config_doc *doc = load_ok(DATA "positions.json");
+    struct gw_value v;
+    ck_assert_int_eq(gw_config_take_value(doc, &v), 0);
+    ck_assert_ptr_null(gw_config_root(doc));
+    ck_assert_int_eq(v.type, GW_VALUE_MAP);
+    const struct gw_value *name =
+        gw_value_map_get(&v.c.items[0].c.items[0], "name"); /* /adapters/0/name */
+    ck_assert_ptr_nonnull(name);
+    ck_assert_str_eq(name->s.p, "plc\"1\"");
+    /* the positions stay (the index was built when the value was taken) */
+    assert_pos(doc, "/adapters/0/points/1/addr", 5, 63);
+    assert_pos(doc, "/a~1b/c~0d/1/1", 8, 26);
+    assert_pos(doc, "/kAy", 9, 46);
+    ck_assert_uint_eq(gw_config_count(doc), 20);
+    struct gw_diag_list diags;
+    gw_diag_list_init(&diags);
+    gw_diag_add(&diags, "/tab/nothing", NULL, "located after the take");
+    gw_config_locate(doc, &diags, 0);
+    ck_assert_int_eq(diags.items[0].line, 10);
+    ck_assert_int_eq(diags.items[0].col, 9);
+    gw_diag_list_fini(&diags);
+    gw_value_fini(&v);
+    gw_config_free(doc);
+    ck_assert_int_eq(load_and_take(DATA "positions.json"), 0);
+    ck_assert_int_eq(load_and_take(DATA "bad.json"), 0);
+}
+END_TEST
+
+START_TEST(test_config_take_value_tagged_and_bom)
+{
+    const char *texts[] = {
+        "\xef\xbb\xbf{\"a\": [true, {\"$int\": \"18446744073709551615\"}]}",
+        "{\"b\": {\"$bytes\": \"00ff\"}, \"d\": {\"$double\": \"-inf\"}, \"e\": 1.5e3}",
+        "{\"bad\": {\"$int\": \"12x\"}}", /* malformed tag: GW_EINVAL from both */
+        "{\"$int\": \"1\", \"other\": 2}",  /* two members: a plain map */
+        "[-0, 0.0, -0.0, 1e-400, 9223372036854775807, -9223372036854775808, 0.1, 5E+2]",
+        "\"\\ud83d\\ude00 \\u00e9 \\n\\/\"",
+        "{\"k\\u0041y\": {}, \"\": [], \"~/\": null}",
+    };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        char *path = temp_file(texts[i], strlen(texts[i]));
+        ck_assert_msg(load_and_take(path) == 0, "%s", texts[i]);
+        unlink(path);
+        free(path);
+    }
+}
+END_TEST
+
+START_TEST(test_config_take_value_large_document)
+{
+    /* 60,000 points: entries and hash slots above 1 MiB are mapped, not malloc'd */
+    size_t cap = 60000 * 64 + 64, len = 0;
+    char *text = malloc(cap);
+    len += (size_t)snprintf(text + len, cap - len, "{\"points\": [\n");
+    for (int i = 0; i < 60000; i++)
+        len += (size_t)snprintf(text + len, cap - len, "  {\"addr\": %d, \"n\": \"p%d\"}%s\n", i,
+                                i, i < 59999 ? "," : "");
+    len += (size_t)snprintf(text + len, cap - len, "]}\n");
+    char *path = temp_file(text, len);
+    struct gw_config_doc *doc = load_ok(path);
+    struct gw_value v;
+    ck_assert_int_eq(gw_config_take_value(doc, &v), 0);
+    ck_assert_uint_eq(gw_config_count(doc), 2 + 60000 * 3);
+    ck_assert_uint_eq(gw_value_count(gw_value_map_get(&v, "points")), 60000);
+    for (int i = 0; i < 60000; i += 4999) {
+        char ptr[64];
+        int n = snprintf(ptr, sizeof(ptr), "/points/%d/n", i);
+        assert_pos(doc, ptr, i + 2, 20 + (n - 11)); /* `  {"addr": i, "n": ` */
+        const struct gw_value *pt = &gw_value_map_get(&v, "points")->c.items[i];
+        ck_assert_int_eq(gw_value_map_get(pt, "addr")->i, i);
+    }
+    gw_value_fini(&v);
+    gw_config_free(doc);
+    unlink(path);
+    free(path);
+    free(text);
+}
+END_TEST
+
+START_TEST(test_config_take_value_fuzz_corpus)
+{
+    /* Every input of the config fuzz corpus: loaded, taken, compared with the in-memory parse. */
+    const char *dir = GW_TEST_DATA "/../fuzz/corpus/config";
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int loaded = 0, refused = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        load_and_take(path) == 0 ? loaded++ : refused++;
+    }
+    closedir(d);
+    ck_assert_int_gt(loaded, 100);
 }
 END_TEST
 
@@ -452,6 +708,13 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_pos_large_document);
     tcase_add_test(tc, test_config_pointer_helpers);
     tcase_add_test(tc, test_config_pos_matches_jansson_on_mutants);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("take_value");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_config_take_value_keeps_positions);
+    tcase_add_test(tc, test_config_take_value_tagged_and_bom);
+    tcase_add_test(tc, test_config_take_value_large_document);
+    tcase_add_test(tc, test_config_take_value_fuzz_corpus);
     suite_add_tcase(s, tc);
     tc = tcase_create("syntax");
     tcase_set_timeout(tc, 30);
