@@ -24,7 +24,9 @@ struct gw_adapter_instance {
     char *type;                 /* "modbus" */
     char *name;                 /* instance name, "plc1" */
     char *file;                 /* its file */
-    struct gw_config_doc *doc;  /* the parsed file, for positions of later (semantic) errors */
+    struct gw_config_doc *doc;  /* the parsed file, for positions of later (semantic) errors; its
+                                   JSON tree is gone (config holds the values, gw_config_root()
+                                   is NULL): gw_config_take_value() */
     struct gw_value config;     /* the whole file as a value tree */
 };
 
