@@ -297,6 +297,41 @@ bool gw_value_equal(const struct gw_value *a, const struct gw_value *b)
     }
 }
 
+bool gw_value_identical(const struct gw_value *a, const struct gw_value *b)
+{
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case GW_VALUE_NULL:
+        return true;
+    case GW_VALUE_BOOL:
+        return a->b == b->b;
+    case GW_VALUE_UINT:
+    case GW_VALUE_INT:
+        return a->u == b->u;
+    case GW_VALUE_DOUBLE:
+        return memcmp(&a->d, &b->d, sizeof(a->d)) == 0;
+    case GW_VALUE_STRING:
+    case GW_VALUE_BYTES:
+        return a->s.len == b->s.len && memcmp(a->s.p, b->s.p, a->s.len) == 0;
+    case GW_VALUE_MAP:
+    case GW_VALUE_ARRAY:
+        if (a->c.n != b->c.n)
+            return false;
+        for (size_t i = 0; i < a->c.n; i++) {
+            if (a->type == GW_VALUE_MAP &&
+                (a->c.key_lens[i] != b->c.key_lens[i] ||
+                 memcmp(a->c.keys[i], b->c.keys[i], a->c.key_lens[i]) != 0))
+                return false;
+            if (!gw_value_identical(&a->c.items[i], &b->c.items[i]))
+                return false;
+        }
+        return true;
+    default:
+        return false;
+    }
+}
+
 void gw_value_encode(const struct gw_value *v, struct gw_pson_writer *w)
 {
     switch (v->type) {

@@ -415,50 +415,15 @@ static void sc_skip_ws(struct scanner *s)
         sc_advance(s);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static unsigned read_u4(struct scanner *s)
 {
     unsigned v = 0;
     for (int i = 0; i < 4 && s->p < s->end; i++) {
-        int h = hexval(*s->p);
+        int h = gw_config_hexval(*s->p);
         v = v * 16 + (unsigned)(h < 0 ? 0 : h);
         sc_advance(s);
     }
     return v;
-}
-
-static size_t put_utf8(char *out, unsigned cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /*
@@ -502,7 +467,7 @@ static size_t sc_string(struct scanner *s, bool decode)
                         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
                 if (buf)
-                    n += put_utf8(buf + n, cp);
+                    n += gw_config_put_utf8(buf + n, cp);
             } else if (buf) {
                 char c = e;
                 switch (e) {

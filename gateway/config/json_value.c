@@ -19,7 +19,7 @@
 
 /* --- JSON → value --- */
 
-static int hexval(char c)
+int gw_config_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -30,13 +30,37 @@ static int hexval(char c)
     return -1;
 }
 
+size_t gw_config_put_utf8(char *out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
 static int tagged_bytes(const char *s, size_t len, struct gw_value *out)
 {
     if (len % 2)
         return GW_EINVAL;
     unsigned char *buf = gw_malloc(len / 2 + 1);
     for (size_t i = 0; i < len; i += 2) {
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        int hi = gw_config_hexval(s[i]), lo = gw_config_hexval(s[i + 1]);
         if (hi < 0 || lo < 0) {
             free(buf);
             return GW_EINVAL;
@@ -236,34 +260,10 @@ static unsigned tr_u4(struct text_reader *r)
 {
     unsigned v = 0;
     for (int i = 0; i < 4 && r->p < r->end; i++, r->p++) {
-        int h = hexval(*r->p);
+        int h = gw_config_hexval(*r->p);
         v = v * 16 + (unsigned)(h < 0 ? 0 : h);
     }
     return v;
-}
-
-static size_t tr_utf8(char *out, unsigned cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* Decodes the string at r->p (its opening quote) into r->buf (NUL-terminated); its length. */
@@ -302,7 +302,7 @@ static int tr_string(struct text_reader *r, size_t *len)
                 else
                     r->p = save; /* not a pair (jansson refuses this text anyway) */
             }
-            n += tr_utf8(r->buf + n, cp);
+            n += gw_config_put_utf8(r->buf + n, cp);
         } else {
             switch (e) {
             case 'b': c = '\b'; break;

@@ -106,6 +106,13 @@ int gw_value_to_double(const struct gw_value *v, double *d);
  */
 bool gw_value_equal(const struct gw_value *a, const struct gw_value *b);
 
+/*
+ * Identity: the same types and contents bit for bit (1 is not 1.0, UINT 1 is not INT 1, -0.0 is
+ * not 0.0, NaNs compare by their bits), maps with the same keys in the same order. For checking
+ * that two ways of building a value agree exactly.
+ */
+bool gw_value_identical(const struct gw_value *a, const struct gw_value *b);
+
 /* Encodes v as PSON v2 (doubles by the reference rules, see gw_pson_put_double). */
 void gw_value_encode(const struct gw_value *v, struct gw_pson_writer *w);
 

@@ -25,6 +25,33 @@ START_TEST(test_value_map_set_replaces_in_place)
 }
 END_TEST
 
+START_TEST(test_value_identity_rules)
+{
+    struct gw_value u = gw_value_uint(1), d = gw_value_double(1.0), i = gw_value_int(1);
+    struct gw_value u2 = gw_value_uint(1), z = gw_value_double(0.0), nz = gw_value_double(-0.0);
+    ck_assert(gw_value_identical(&u, &u2));
+    ck_assert(!gw_value_identical(&u, &d)); /* equal by value, not identical */
+    ck_assert(!gw_value_identical(&u, &i));
+    ck_assert(gw_value_equal(&z, &nz) && !gw_value_identical(&z, &nz));
+    struct gw_value m1 = gw_value_map(), m2 = gw_value_map();
+    *gw_value_map_set(&m1, "a", 1) = gw_value_uint(1);
+    *gw_value_map_set(&m1, "b", 1) = gw_value_cstr("x");
+    *gw_value_map_set(&m2, "b", 1) = gw_value_cstr("x");
+    *gw_value_map_set(&m2, "a", 1) = gw_value_uint(1);
+    ck_assert(gw_value_equal(&m1, &m2) && !gw_value_identical(&m1, &m2)); /* key order */
+    struct gw_value m3;
+    gw_value_copy(&m3, &m1);
+    ck_assert(gw_value_identical(&m1, &m3));
+    struct gw_value *slot = gw_value_map_set(&m3, "b", 1);
+    gw_value_fini(slot);
+    *slot = gw_value_cstr("y");
+    ck_assert(!gw_value_identical(&m1, &m3));
+    gw_value_fini(&m1);
+    gw_value_fini(&m2);
+    gw_value_fini(&m3);
+}
+END_TEST
+
 START_TEST(test_value_equality_rules)
 {
     struct gw_value a = gw_value_uint(1), b = gw_value_double(1.0), c = gw_value_int(1);
@@ -167,6 +194,7 @@ static Suite *value_suite(void)
     TCase *tc = tcase_create("tree");
     tcase_add_test(tc, test_value_map_set_replaces_in_place);
     tcase_add_test(tc, test_value_equality_rules);
+    tcase_add_test(tc, test_value_identity_rules);
     tcase_add_test(tc, test_value_copy_is_deep);
     tcase_add_test(tc, test_value_decode_duplicate_keys_last_wins);
     tcase_add_test(tc, test_value_decode_failure_releases_everything);

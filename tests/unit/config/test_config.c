@@ -174,41 +174,6 @@ static size_t count_values(json_t *v)
     return n;
 }
 
-/* Same type and content, bit for bit (gw_value_equal() lets 1 equal 1.0): map order included. */
-static bool same_value(const struct gw_value *a, const struct gw_value *b)
-{
-    if (a->type != b->type)
-        return false;
-    switch (a->type) {
-    case GW_VALUE_NULL:
-        return true;
-    case GW_VALUE_BOOL:
-        return a->b == b->b;
-    case GW_VALUE_UINT:
-    case GW_VALUE_INT:
-        return a->u == b->u;
-    case GW_VALUE_DOUBLE:
-        return memcmp(&a->d, &b->d, sizeof(a->d)) == 0;
-    case GW_VALUE_STRING:
-    case GW_VALUE_BYTES:
-        return a->s.len == b->s.len && memcmp(a->s.p, b->s.p, a->s.len) == 0;
-    case GW_VALUE_MAP:
-    case GW_VALUE_ARRAY:
-        if (a->c.n != b->c.n)
-            return false;
-        for (size_t i = 0; i < a->c.n; i++) {
-            if (a->type == GW_VALUE_MAP &&
-                (a->c.key_lens[i] != b->c.key_lens[i] ||
-                 memcmp(a->c.keys[i], b->c.keys[i], a->c.key_lens[i]) != 0))
-                return false;
-            if (!same_value(&a->c.items[i], &b->c.items[i]))
-                return false;
-        }
-        return true;
-    }
-    return false;
-}
-
 /*
  * The three ways to a value tree agree on root (borrowed) and its text: jansson's tree converted,
  * the same emptied on the way (on a copy), and the text read directly.
@@ -223,8 +188,8 @@ static void check_conversions(json_t *root, const char *text, size_t len)
     int rc = gw_json_text_to_value(text, len, &c, NULL, NULL);
     ck_assert_int_eq(ra, rb);
     ck_assert_int_eq(ra, rc);
-    ck_assert_msg(same_value(&a, &b), "take differs on %.*s", (int)len, text);
-    ck_assert_msg(same_value(&a, &c), "text reader differs on %.*s", (int)len, text);
+    ck_assert_msg(gw_value_identical(&a, &b), "take differs on %.*s", (int)len, text);
+    ck_assert_msg(gw_value_identical(&a, &c), "text reader differs on %.*s", (int)len, text);
     gw_value_fini(&a);
     gw_value_fini(&b);
     gw_value_fini(&c);
@@ -366,7 +331,7 @@ static int load_and_take(const char *path)
     ck_assert_int_eq(gw_config_take_value(doc, &got), want_rc);
     ck_assert_ptr_null(gw_config_root(doc));
     if (want_rc == 0) {
-        ck_assert(same_value(&want, &got));
+        ck_assert(gw_value_identical(&want, &got));
         ck_assert_uint_eq(gw_config_count(doc), gw_config_count(ref));
         char *ptr = strdup("");
         check_same_positions(doc, ref, &want, &ptr);
