@@ -469,16 +469,7 @@ static size_t sc_string(struct scanner *s, bool decode)
                 if (buf)
                     n += gw_config_put_utf8(buf + n, cp);
             } else if (buf) {
-                char c = e;
-                switch (e) {
-                case 'b': c = '\b'; break;
-                case 'f': c = '\f'; break;
-                case 'n': c = '\n'; break;
-                case 'r': c = '\r'; break;
-                case 't': c = '\t'; break;
-                default: break; /* '"', '\\', '/' stand for themselves */
-                }
-                buf[n++] = c;
+                buf[n++] = gw_config_unescape(e);
             }
         } else {
             if (buf)

@@ -30,6 +30,18 @@ int gw_config_hexval(char c)
     return -1;
 }
 
+char gw_config_unescape(char e)
+{
+    switch (e) {
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    default: return e; /* '"', '\\', '/' stand for themselves */
+    }
+}
+
 size_t gw_config_put_utf8(char *out, unsigned cp)
 {
     if (cp < 0x80) {
@@ -304,15 +316,7 @@ static int tr_string(struct text_reader *r, size_t *len)
             }
             n += gw_config_put_utf8(r->buf + n, cp);
         } else {
-            switch (e) {
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            default: c = e; break; /* '"', '\\', '/' stand for themselves */
-            }
-            r->buf[n++] = c;
+            r->buf[n++] = gw_config_unescape(e);
         }
     }
     r->p = q + 1;

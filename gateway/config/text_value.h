@@ -23,8 +23,10 @@ int gw_json_text_to_value(const char *text, size_t len, struct gw_value *out,
                           void (*read)(void *arg, size_t done), void *arg);
 
 /* Shared by doc.c's scanner and the readers of json_value.c: a hex digit's value (-1 if c is
- * none); code point cp as UTF-8 into out (room for 4 bytes), returning its length. */
+ * none); the character a one-letter escape (\n ...) stands for; code point cp as UTF-8 into out
+ * (room for 4 bytes), returning its length. */
 int gw_config_hexval(char c);
+char gw_config_unescape(char e);
 size_t gw_config_put_utf8(char *out, unsigned cp);
 
 #endif
