@@ -7,12 +7,16 @@
  * output must read back to an equal value and be canonical (a second round trip gives the same
  * text), and a document without tagged forms ({"$int": ".."}, {"$bytes": ".."}, {"$double": ".."},
  * which have non-canonical spellings such as {"$int": "2"} for 2) must come back unchanged.
+ * The same input also goes through gw_config's own text reader (text_value.h, what
+ * gw_config_take_value() uses for a file): for text jansson accepts it must give exactly the value
+ * gw_json_to_value() gives (or fail the same way), and for any other text it must not crash.
  * Schemas come from GW_FUZZ_SCHEMA_DIR (the source tree's schema/).
  */
 #include "gw/config.h"
 #include "gw/json.h"
 #include "gw/schema.h"
 #include "gw/value.h"
+#include "text_value.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +71,27 @@ static int has_tagged(json_t *j)
     return 0;
 }
 
+/* The text reader against jansson's tree of the same text (root NULL: jansson refused it). */
+static void text_reader(const uint8_t *data, size_t size, json_t *root)
+{
+    struct gw_value t = GW_VALUE_INIT_NULL, j = GW_VALUE_INIT_NULL;
+    /* The document keeps (and the reader gets) its text after a UTF-8 byte order mark. */
+    if (size >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) {
+        data += 3;
+        size -= 3;
+    }
+    int trc = gw_json_text_to_value((const char *)data, size, &t, NULL, NULL);
+    if (root) {
+        int jrc = gw_json_to_value(root, &j);
+        if ((trc < 0) != (jrc < 0))
+            abort(); /* one reader refused what the other accepted */
+        if (trc >= 0 && !gw_value_identical(&t, &j))
+            abort(); /* the two readers built different values (types, bits or key order) */
+    }
+    gw_value_fini(&t);
+    gw_value_fini(&j);
+}
+
 static void round_trip(json_t *root)
 {
     struct gw_value v, v2;
@@ -109,7 +134,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 schema = schemas[i];
         gw_schema_validate_doc(schema, doc, &diags);
         round_trip(root);
+        text_reader(data, size, root);
         gw_config_free(doc);
+    } else {
+        text_reader(data, size, NULL);
     }
     char *text = gw_diag_format(&diags);
     if (!text)
