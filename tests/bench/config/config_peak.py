@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,23 +30,14 @@ os.environ.setdefault("GW_SOURCE_DIR", SRC)
 import benchlib  # noqa: E402
 
 
-def closed_port():
-    """A loopback port with no listener (bound and released)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def write_config(d, ndev, npts, compact=False):
-    port = closed_port()
+    port = benchlib.gwtest.free_port()
     os.makedirs(os.path.join(d, "adapters.d"), exist_ok=True)
     with open(os.path.join(d, "secret"), "w") as f:
         f.write("secret\n")
     os.chmod(os.path.join(d, "secret"), 0o600)
     cfg = {
-        "uplink": {"url": f"iotmp://127.0.0.1:{closed_port()}", "user": "bench",
+        "uplink": {"url": f"iotmp://127.0.0.1:{benchlib.gwtest.free_port()}", "user": "bench",
                    "device": "cfgpeak", "password_file": os.path.join(d, "secret")},
         "store": {"path": os.path.join(d, "store.db")},
         "adapters_dir": os.path.join(d, "adapters.d"),

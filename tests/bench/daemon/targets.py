@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -46,14 +45,6 @@ def report(name, value, unit, target, note=""):
     figures.append((name, round(value, 3), unit, target, met))
     print(f"  {name:<44} {value:>10.2f} {unit:<4} target < {target:<6} {met:<8} {note}",
           flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def metrics(port):
@@ -118,8 +109,8 @@ def loaded_rss(srv, ndev, fixture, rows, secs):
     """(b): broker down, ndev devices polled, the store holding `rows` samples."""
     env = bl.gwtest.Env()
     try:
-        env.tcp = free_port()  # nothing listens there: the uplink keeps retrying
-        mport = free_port()
+        env.tcp = bl.gwtest.free_port()  # nothing listens there: the uplink keeps retrying
+        mport = bl.gwtest.free_port()
         env.write_gateway_config(extra={"metrics": {"listen": f"127.0.0.1:{mport}"}})
         env.write_adapter("mb.json", bl.modbus_config("mb", srv.port, ndev, 100))
         if fixture:

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
+from gwtest import free_port  # noqa: E402  (a port outside the ephemeral range)
 USER, DEVICE, PASSWORD = "bench", "scale1", "scale-secret"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -43,14 +44,6 @@ def log(*a):
 
 def mono():
     return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def proc_cpu_s(pid):
